@@ -1,0 +1,55 @@
+"""Loss terms, one file per family; `TERMS` below is the table of contents.
+
+A term is a `LossTerm` subclass: built with its options as keyword arguments (unknown ones raise
+TypeError), called on a `Batch`, returning a float32 scalar. Its `name` equals its key here.
+A method (cslearn.methods) is a weighted list of these names.
+
+| key                    | family         | paper / methods.md            | needs old model |
+|------------------------|----------------|-------------------------------|-----------------|
+| ce                     | classification | FT, §2                        | no              |
+| unbiased_ce            | classification | MiB UNCE, §3                  | no              |
+| bce                    | classification | LwF-MC (iCaRL), §2            | no              |
+| kd                     | distillation   | LwF, §2                       | yes             |
+| unbiased_kd            | distillation   | MiB UNKD, §3                  | yes             |
+| bce_distillation       | distillation   | LwF-MC (iCaRL), §2            | yes             |
+| feature_distillation   | distillation   | ILT, §2                       | yes             |
+"""
+from __future__ import annotations
+
+from cslearn.losses.base import IGNORE_INDEX, Batch, LossTerm, MissingOldModelError
+from cslearn.losses.classification import BinaryCrossEntropy, CrossEntropy, UnbiasedCrossEntropy
+from cslearn.losses.distillation import (
+    BinaryCrossEntropyDistillation,
+    FeatureDistillation,
+    KnowledgeDistillation,
+    UnbiasedKnowledgeDistillation,
+)
+from cslearn.losses.init import init_new_from_background
+
+TERMS: dict[str, type[LossTerm]] = {
+    # classification: what to predict from the labels
+    "ce": CrossEntropy,
+    "unbiased_ce": UnbiasedCrossEntropy,
+    "bce": BinaryCrossEntropy,
+    # distillation: stay close to the previous step's model
+    "kd": KnowledgeDistillation,
+    "unbiased_kd": UnbiasedKnowledgeDistillation,
+    "bce_distillation": BinaryCrossEntropyDistillation,
+    "feature_distillation": FeatureDistillation,
+}
+
+__all__ = [
+    "IGNORE_INDEX",
+    "TERMS",
+    "Batch",
+    "BinaryCrossEntropy",
+    "BinaryCrossEntropyDistillation",
+    "CrossEntropy",
+    "FeatureDistillation",
+    "KnowledgeDistillation",
+    "LossTerm",
+    "MissingOldModelError",
+    "UnbiasedCrossEntropy",
+    "UnbiasedKnowledgeDistillation",
+    "init_new_from_background",
+]

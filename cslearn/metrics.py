@@ -1,0 +1,95 @@
+"""Confusion-matrix mIoU, old/new/all class groups, history across steps and forgetting.
+
+The metric of the MiB protocol: one confusion matrix accumulated over all test pixels (label
+255 dropped); IoU_c = TP / (TP + FP + FN); a mean averages only the classes that have at least
+one ground-truth pixel in the test set. Taught in `01_segmentation_refresher`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+IGNORE_INDEX = 255
+
+
+class ConfusionMatrix:
+    """Accumulates a (num_classes, num_classes) int64 matrix; rows = truth, columns = prediction."""
+
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu") -> None:
+        self.num_classes = num_classes
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+
+    def update(self, predictions: torch.Tensor, targets: torch.Tensor) -> None:
+        """predictions, targets: (B, H, W) int; targets equal to 255 (or >= num_classes) are dropped."""
+        keep = targets < self.num_classes  # also drops 255
+        flat = targets[keep].long() * self.num_classes + predictions[keep].long()  # (n,) cell ids
+        counts = torch.bincount(flat, minlength=self.num_classes ** 2)
+        self.matrix += counts.reshape(self.num_classes, self.num_classes)
+
+    def iou(self) -> list[float]:
+        return iou_per_class(self.matrix)
+
+
+def iou_per_class(matrix: torch.Tensor) -> list[float]:
+    """IoU of every class; NaN for classes without ground-truth pixels (excluded from means)."""
+    matrix = matrix.double()
+    true_positive = matrix.diagonal()
+    ground_truth = matrix.sum(dim=1)
+    union = ground_truth + matrix.sum(dim=0) - true_positive
+    iou = true_positive / union.clamp(min=1)
+    iou[ground_truth == 0] = float("nan")
+    return iou.tolist()
+
+
+def nanmean(values: Sequence[float]) -> float:
+    present = [value for value in values if not math.isnan(value)]
+    return sum(present) / len(present) if present else float("nan")
+
+
+def class_groups(classes_per_step: Sequence[int], step: int) -> dict[str, list[int]]:
+    """Channel groups after `step`, as in the papers' tables (e.g. "1-15" and "16-20" for 15-1).
+
+    old: channels learned at step 0 (the base classes); new: channels added at steps 1..step;
+    all: every seen channel. Channel 0 (background, or ADE's "other") is in the "_bg" variants only.
+    """
+    base = classes_per_step[0]
+    seen = sum(classes_per_step[: step + 1])
+    return {"old": list(range(1, base)), "new": list(range(base, seen)), "all": list(range(1, seen)),
+            "old_bg": list(range(0, base)), "all_bg": list(range(0, seen))}
+
+
+def summarize(iou: Sequence[float], classes_per_step: Sequence[int], step: int) -> dict[str, float]:
+    """mIoU of each class group (see `class_groups`), NaN for an empty group (new at step 0)."""
+    return {group: nanmean([iou[c] for c in channels])
+            for group, channels in class_groups(classes_per_step, step).items()}
+
+
+def forgetting(per_step_iou: Sequence[Sequence[float]]) -> list[float]:
+    """Per class: best IoU at any earlier step minus IoU after the last step (NaN if never seen)."""
+    final = per_step_iou[-1]
+    result = []
+    for channel, last in enumerate(final):
+        earlier = [step_iou[channel] for step_iou in per_step_iou[:-1]
+                   if channel < len(step_iou) and not math.isnan(step_iou[channel])]
+        result.append(max(earlier) - last if earlier and not math.isnan(last) else float("nan"))
+    return result
+
+
+def format_history(history: Sequence[dict], background_in_mean: bool) -> str:
+    """A plain-text per-step table of old / new / all mIoU, with and without background."""
+    header = f"{'step':>4} {'old':>7} {'new':>7} {'all':>7} | {'old+bg':>7} {'all+bg':>7}"
+    lines = [header, "-" * len(header)]
+    for entry in history:
+        summary = entry["summary"]
+        cells = [summary[key] for key in ("old", "new", "all", "old_bg", "all_bg")]
+        lines.append(f"{entry['step']:>4} " + " ".join(_percent(value) for value in cells[:3])
+                     + " | " + " ".join(_percent(value) for value in cells[3:]))
+    headline = "with" if background_in_mean else "without"
+    lines.append(f"(mIoU in %; old = step-0 classes, new = classes added later; headline convention: {headline} background)")
+    return "\n".join(lines)
+
+
+def _percent(value: float) -> str:
+    return f"{'-':>7}" if math.isnan(value) else f"{100 * value:7.1f}"
