@@ -50,6 +50,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
                                 f"of the run (finished steps are kept in their own files).") from error
 
 
+def copy_atomically(source: Path, target: Path) -> None:
+    _write_atomically(target, lambda stream: stream.write(Path(source).read_bytes()))
+
+
 def write_text(path: Path, text: str) -> None:
     _write_atomically(path, lambda stream: stream.write(text.encode()))
 

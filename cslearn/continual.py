@@ -9,6 +9,8 @@ every epoch reseeds its randomness from (seed, step, epoch). Taught in `03_catas
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -18,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cslearn import reports
-from cslearn.checkpoints import claim_run_directory, load_checkpoint, save_checkpoint
+from cslearn.checkpoints import claim_run_directory, copy_atomically, load_checkpoint, save_checkpoint
 from cslearn.config import RunConfig
 from cslearn.data.sources import StepData, open_step_data
 from cslearn.engine import evaluate, make_optimizer, poly_scheduler, train_one_epoch
@@ -37,12 +39,16 @@ def resolve_device(name: str) -> torch.device:
 
 def run_protocol(config: RunConfig, run_dir: Path | str, *, progress: bool = True,
                  on_step_end: Optional[Callable[[dict], None]] = None,
+                 step0_cache: Optional[Path | str] = None,
                  stop_after_epochs: Optional[int] = None) -> list[dict]:
     """Run (or resume) the experiment described by `config` in `run_dir`; return the history.
 
     The history has one entry per step: per-class IoU, the old/new/all summary and per-epoch
-    loss values. `stop_after_epochs` stops after that many epochs in this call (a test hook
-    that simulates a crash at an epoch boundary).
+    loss values. Step 0 is plain cross-entropy for every method, so with `step0_cache` (a
+    folder) its checkpoint is stored under a hash of the settings it depends on and reused
+    by every later run that shares them (methods compared on one task train step 0 once).
+    `stop_after_epochs` stops after that many epochs in this call (a test hook that simulates
+    a crash at an epoch boundary).
     """
     run_dir = Path(run_dir)
     claim_run_directory(run_dir, config)
@@ -55,6 +61,12 @@ def run_protocol(config: RunConfig, run_dir: Path | str, *, progress: bool = Tru
     epochs_run = 0
     for step in range(train_task.num_steps):
         if (run_dir / f"step-{step}.pt").exists():
+            continue
+        cached = _step0_cache_file(step0_cache, config) if step == 0 and not method.joint else None
+        if cached is not None and cached.exists():
+            copy_atomically(cached, run_dir / "step-0.pt")
+            history.append(load_checkpoint(run_dir / "step-0.pt")["metrics"])
+            reports.write_history(run_dir, history, task, config.data.background_in_mean)
             continue
         model, old_model = _models_for_step(config, train_task, step, run_dir, device)
         objective = objective_for_step(method, step)
@@ -102,6 +114,8 @@ def run_protocol(config: RunConfig, run_dir: Path | str, *, progress: bool = Tru
         save_checkpoint({"step": step, "model": model.state_dict(), "classes_per_step": model.classes_per_step,
                          "objective": objective.state_dict(), "metrics": entry, "config": config.to_dict()},
                         run_dir / f"step-{step}.pt")
+        if cached is not None:
+            copy_atomically(run_dir / "step-0.pt", cached)
         history.append(entry)
         reports.write_history(run_dir, history, task, config.data.background_in_mean)
         progress_file.unlink(missing_ok=True)
@@ -154,6 +168,20 @@ def _evaluate_step(model: Segmenter, data: StepData, task: Task, train_task: Tas
     iou = matrix.iou()
     return {"step": step, "iou": iou, "summary": summarize(iou, task.classes_per_step, report_step),
             "seen_classes": list(task.seen_classes(report_step))}
+
+
+def _step0_cache_file(cache_dir: Optional[Path | str], config: RunConfig) -> Optional[Path]:
+    """`<cache_dir>/step0-<hash>.pt`, the hash covering every setting that step 0 depends on."""
+    if cache_dir is None:
+        return None
+    settings = config.to_dict()
+    settings.pop("method")
+    for section, key in (("train", "epochs_incremental"), ("train", "lr_incremental"), ("train", "device"),
+                         ("data", "num_workers"), ("data", "root"), ("data", "index_dir")):
+        settings[section].pop(key)
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    return Path(cache_dir) / f"step0-{digest}.pt"
 
 
 def _seed(seed: int, step: int, epoch: int) -> int:

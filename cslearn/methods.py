@@ -124,6 +124,8 @@ class Objective:
     """
 
     def __init__(self, terms: tuple[Term, ...]) -> None:
+        if not terms:
+            raise ValueError("an objective needs at least one loss term (a method without terms cannot train)")
         self.weights = {term.name: term.weight for term in terms}
         self.terms: dict[str, LossTerm] = {term.name: TERMS[term.name](**dict(term.options)) for term in terms}
 

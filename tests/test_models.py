@@ -89,6 +89,8 @@ def test_add_classes_follows_device_and_dtype() -> None:
 def test_segmenter_rejects_bad_class_counts(counts: list[int]) -> None:
     with pytest.raises(ValueError, match="classes_per_step"):
         build_model("tiny", counts)
+    with pytest.raises(ValueError, match="num_new"):
+        build_model("tiny", [3]).add_classes(0)
 
 
 @pytest.mark.parametrize("name", ["tiny", "deeplabv3_resnet50"])

@@ -395,3 +395,15 @@ def test_conventions_reject_unknown_values():
         Conventions(train_void="zero")
     with pytest.raises(ValueError, match="ade_class0"):
         Conventions(ade_class0="ignored")
+
+
+def test_conventions_describe_states_every_choice():
+    default = Conventions().describe()
+    assert "training void -> ignored" in default
+    assert "future classes at test -> ignored (MiB)" in default
+    assert "ADE class 0 at test -> ignored (MiB)" in default
+    assert "without background" in default
+    plop = Conventions(train_void="background", test_future="background", ade_class0="score",
+                       background_in_mean=True).describe()
+    assert "background (MiB)" in plop and "background (PLOP)" in plop and "scored (PLOP)" in plop
+    assert "with background" in plop

@@ -34,7 +34,7 @@ class ToySegmentation:
     """The toy dataset with the raw-reader interface of VOCSegmentation / ADE20KSegmentation.
 
     `dataset[i]` is `(PIL RGB image, PIL "L" mask)`; `read_mask(i)` the uint8 mask as an array.
-    All images are rendered once at construction (about a second for 2,000 images at 64x64).
+    All images are rendered once at construction (a few seconds for 2,000 images at 64x64).
     """
 
     name = "toy"

@@ -103,7 +103,8 @@ class Segmenter(nn.Module):
         It is created on the device and with the dtype of the existing classifiers. The old
         classifiers are untouched, so the old logit channels are bit-identical before and after.
         """
-        _check_class_counts([num_new])
+        if int(num_new) <= 0:
+            raise ValueError(f"num_new must be a positive number of classes, got {num_new}")
         reference = self.classifiers[0].weight
         classifier = nn.Conv2d(self.head_channels, int(num_new), kernel_size=1, bias=True)
         classifier = classifier.to(device=reference.device, dtype=reference.dtype)
