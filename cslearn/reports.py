@@ -1,4 +1,5 @@
-"""What a run writes besides checkpoints: history.json, metrics.csv and per_class_iou.csv."""
+"""What a run writes besides checkpoints: history.json, metrics.csv, per_class_iou.csv and
+forgetting.csv (per class: best IoU at an earlier step minus the final IoU)."""
 from __future__ import annotations
 
 import csv
@@ -8,6 +9,7 @@ import math
 from pathlib import Path
 
 from cslearn.checkpoints import write_text
+from cslearn.metrics import forgetting
 from cslearn.protocol import Task
 
 
@@ -39,6 +41,14 @@ def write_history(run_dir: Path, history: list[dict], task: Task, background_in_
         for channel, value in enumerate(entry["iou"]):
             writer.writerow([entry["step"], channel, order[channel], value])
     write_text(run_dir / "per_class_iou.csv", per_class.getvalue())
+    if len(history) > 1:
+        drop = forgetting([entry["iou"] for entry in history])
+        table = io.StringIO()
+        writer = csv.writer(table)
+        writer.writerow(["channel", "class_id", "final_iou", "forgetting"])
+        for channel, value in enumerate(drop):
+            writer.writerow([channel, order[channel], history[-1]["iou"][channel], value])
+        write_text(run_dir / "forgetting.csv", table.getvalue())
 
 
 def _json_safe(value):

@@ -29,7 +29,8 @@ def test_two_step_run_end_to_end(tmp_path):
     assert all(0.0 <= history[1]["summary"][key] <= 1.0 for key in ("old", "new", "all", "all_bg"))
     assert set(history[1]["losses"][0]) == {"total", "unbiased_ce", "unbiased_kd"}
     assert set(history[0]["losses"][0]) == {"total", "ce"}  # step 0 is plain CE for every method
-    for name in ("config.json", "step-0.pt", "step-1.pt", "history.json", "metrics.csv", "per_class_iou.csv"):
+    for name in ("config.json", "step-0.pt", "step-1.pt", "history.json", "metrics.csv", "per_class_iou.csv",
+                 "forgetting.csv"):
         assert (tmp_path / name).exists(), name
     assert not (tmp_path / "progress.pt").exists()
     checkpoint = load_checkpoint(tmp_path / "step-1.pt")  # weights_only=True inside
@@ -133,3 +134,27 @@ def test_corrupt_step_checkpoint_gives_a_clear_error(tmp_path):
     with pytest.raises(RunDirectoryError, match="Delete it"):
         run_protocol(config, tmp_path, progress=False)
     assert json.loads((tmp_path / "config.json").read_text())["method"] == "mib"
+
+
+@pytest.mark.parametrize("overrides", [{"train.amp": True}, {"train.channels_last": True},
+                                       {"train.grad_accum": 2, "train.batch_size": 4}])
+def test_mixed_precision_channels_last_and_accumulation_paths_train(tmp_path, overrides):
+    """The GPU recipe's switches run on CPU too (bfloat16 autocast there)."""
+    history = run_protocol(tiny_config(**{"train.epochs": 1, "train.epochs_incremental": 1, **overrides}),
+                           tmp_path, progress=False)
+    assert len(history) == 2
+    assert all(math.isfinite(epoch["total"]) for entry in history for epoch in entry["losses"])
+
+
+def test_step0_cache_is_shared_between_methods(tmp_path):
+    cache = tmp_path / "cache"
+    ft = run_protocol(tiny_config("ft"), tmp_path / "ft", progress=False, step0_cache=cache)
+    assert len(list(cache.glob("step0-*.pt"))) == 1
+    lwf = run_protocol(tiny_config("lwf"), tmp_path / "lwf", progress=False, step0_cache=cache)
+    np.testing.assert_equal(lwf[0]["iou"], ft[0]["iou"])
+    first = load_checkpoint(tmp_path / "ft" / "step-0.pt")["model"]
+    second = load_checkpoint(tmp_path / "lwf" / "step-0.pt")["model"]
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    assert set(lwf[1]["losses"][0]) == {"total", "ce", "kd"}
+    run_protocol(tiny_config("ft", **{"train.lr": 0.05}), tmp_path / "other-lr", progress=False, step0_cache=cache)
+    assert len(list(cache.glob("step0-*.pt"))) == 2  # a step-0 setting changed: not reused

@@ -53,12 +53,6 @@ def _shorter_side_size(height: int, width: int, size: list[int]) -> tuple[int, i
     return (new_long, new_short) if height > width else (new_short, new_long)
 
 
-def _parent_transform(parent: Any, inpt: Any, params: dict[str, Any]) -> Any:
-    """The parent class's per-input method: ``transform`` (torchvision >= 0.21) or ``_transform``."""
-    method = getattr(parent, "transform", None) or parent._transform
-    return method(inpt, params)
-
-
 class RandomResizedCropPaired(v2.RandomResizedCrop):
     """torchvision's RandomResizedCrop (same draw and fallback); masks use PIL's centre-aligned nearest."""
 
@@ -67,9 +61,7 @@ class RandomResizedCropPaired(v2.RandomResizedCrop):
             top, left = params["top"], params["left"]
             cropped = inpt.as_subclass(torch.Tensor)[..., top:top + params["height"], left:left + params["width"]]
             return tv_tensors.wrap(resize_mask_nearest(cropped, tuple(self.size)), like=inpt)
-        return _parent_transform(super(), inpt, params)
-
-    _transform = transform  # the name torchvision < 0.21 calls
+        return super().transform(inpt, params)
 
 
 class ResizePaired(v2.Resize):
@@ -79,9 +71,7 @@ class ResizePaired(v2.Resize):
         if isinstance(inpt, tv_tensors.Mask):
             size = _shorter_side_size(*inpt.shape[-2:], list(self.size))
             return tv_tensors.wrap(resize_mask_nearest(inpt.as_subclass(torch.Tensor), size), like=inpt)
-        return _parent_transform(super(), inpt, params)
-
-    _transform = transform  # the name torchvision < 0.21 calls
+        return super().transform(inpt, params)
 
 
 class PairedTransform:
