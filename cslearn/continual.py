@@ -25,7 +25,8 @@ from cslearn.config import RunConfig
 from cslearn.data.sources import StepData, open_step_data
 from cslearn.engine import evaluate, make_optimizer, poly_scheduler, train_one_epoch
 from cslearn.losses.init import init_new_from_background
-from cslearn.methods import get_method, objective_for_step
+from cslearn.losses.base import StepContext
+from cslearn.methods import Method, get_method, objective_for_step
 from cslearn.metrics import summarize
 from cslearn.models import Segmenter, build_model
 from cslearn.protocol import Task, get_task
@@ -62,16 +63,23 @@ def run_protocol(config: RunConfig, run_dir: Path | str, *, progress: bool = Tru
     for step in range(train_task.num_steps):
         if (run_dir / f"step-{step}.pt").exists():
             continue
-        cached = _step0_cache_file(step0_cache, config) if step == 0 and not method.joint else None
+        cached = _step0_cache_file(step0_cache, config, method) if step == 0 and not method.joint else None
         if cached is not None and cached.exists():
             copy_atomically(cached, run_dir / "step-0.pt")
             history.append(load_checkpoint(run_dir / "step-0.pt")["metrics"])
             reports.write_history(run_dir, history, task, config.data.background_in_mean)
             continue
-        model, old_model = _models_for_step(config, train_task, step, run_dir, device)
+        previous = load_checkpoint(run_dir / f"step-{step - 1}.pt") if step > 0 else None
+        model, old_model = _models_for_step(config, train_task, step, previous, device)
         objective = objective_for_step(method, step)
         num_old, num_new = train_task.num_old(step), len(train_task.new_classes(step))
         loader = data.train_loader(train_task, step, config.train.batch_size, seed=config.train.seed)
+        if previous is not None:  # e.g. SDR's prototypes of the classes learned so far
+            objective.load_state_dict(previous["objective"], carry_over=True)
+        torch.manual_seed(_seed(config.train.seed, step, -2))  # a pass before training (PLOP) draws augmentations
+        objective.begin_step(StepContext(step=step, num_old=num_old, num_new=num_new, model=model,
+                                         old_model=old_model, train_loader=loader, device=device,
+                                         amp=config.train.amp))
         epochs = config.train.epochs if step == 0 else config.train.epochs_incremental
         lr = config.train.lr if step == 0 else config.train.lr_incremental
         optimizer = make_optimizer(model, lr, config.train.momentum, config.train.nesterov, config.train.weight_decay)
@@ -124,9 +132,10 @@ def run_protocol(config: RunConfig, run_dir: Path | str, *, progress: bool = Tru
     return history
 
 
-def _models_for_step(config: RunConfig, task: Task, step: int, run_dir: Path,
+def _models_for_step(config: RunConfig, task: Task, step: int, previous: Optional[dict],
                      device: torch.device) -> tuple[Segmenter, Optional[Segmenter]]:
-    """The model to train at `step` (old weights + new classifier) and the frozen old model."""
+    """The model to train at `step` (the previous step's checkpoint `previous` + a new
+    classifier) and the frozen old model."""
     torch.manual_seed(_seed(config.train.seed, step, -1))  # new classifier (and step-0) init
     model = build_model(config.model.name, task.classes_per_step[:step + 1],
                         output_stride=config.model.output_stride,
@@ -134,7 +143,6 @@ def _models_for_step(config: RunConfig, task: Task, step: int, run_dir: Path,
                         **({"width": config.model.width} if config.model.name == "tiny" else {}))
     old_model = None
     if step > 0:
-        previous = load_checkpoint(run_dir / f"step-{step - 1}.pt")
         old_model = build_model(config.model.name, task.classes_per_step[:step],
                                 output_stride=config.model.output_stride,
                                 **({"width": config.model.width} if config.model.name == "tiny" else {}))
@@ -170,12 +178,13 @@ def _evaluate_step(model: Segmenter, data: StepData, task: Task, train_task: Tas
             "seen_classes": list(task.seen_classes(report_step))}
 
 
-def _step0_cache_file(cache_dir: Optional[Path | str], config: RunConfig) -> Optional[Path]:
-    """`<cache_dir>/step0-<hash>.pt`, the hash covering every setting that step 0 depends on."""
+def _step0_cache_file(cache_dir: Optional[Path | str], config: RunConfig, method: Method) -> Optional[Path]:
+    """`<cache_dir>/step0-<hash>.pt`, the hash covering every setting that step 0 depends on:
+    the config without the method, plus the method's terms that observe step 0 (SDR)."""
     if cache_dir is None:
         return None
     settings = config.to_dict()
-    settings.pop("method")
+    settings["method"] = method.step0_signature()
     for section, key in (("train", "epochs_incremental"), ("train", "lr_incremental"), ("train", "device"),
                          ("data", "num_workers"), ("data", "root"), ("data", "index_dir")):
         settings[section].pop(key)

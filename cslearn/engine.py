@@ -60,8 +60,8 @@ def train_one_epoch(model: Segmenter, old_model: Optional[Segmenter], loader: It
             if old_model is not None:
                 with torch.no_grad():
                     old = old_model(images)
-            batch = Batch(images=images, targets=targets, out=out, old=old,
-                          num_old=num_old, num_new=num_new, step=step)
+            batch = objective.prepare(Batch(images=images, targets=targets, out=out, old=old,
+                                            num_old=num_old, num_new=num_new, step=step))
             total, values = objective(batch)
         if not torch.isfinite(total):
             raise FloatingPointError(f"loss became {total.item()} at step {step}, batch {index}: "

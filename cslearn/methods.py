@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 
-from cslearn.losses import TERMS
-from cslearn.losses.base import Batch, LossTerm
+from cslearn.losses import REWRITERS, TERMS
+from cslearn.losses.base import Batch, LossTerm, SharedState, StepContext, TargetRewriter
 from cslearn.protocol import Task
 
 
@@ -43,6 +43,7 @@ class Method:
     joint:           train one step on all classes with all images (the upper bound).
     task_weights:    weights that the reference changes for specific tasks,
                      {(dataset, task steps name): {term: weight}}.
+    target_rewriter: a key of REWRITERS (PLOP's pseudo-labels) applied at steps t >= 1.
     """
 
     name: str
@@ -50,6 +51,12 @@ class Method:
     classifier_init: str = "default"
     joint: bool = False
     task_weights: Mapping[tuple[str, str], Mapping[str, float]] = field(default_factory=dict)
+    target_rewriter: Optional[str] = None
+    rewriter_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.target_rewriter is not None and self.target_rewriter not in REWRITERS:
+            raise ValueError(f"unknown target rewriter '{self.target_rewriter}'; known: {sorted(REWRITERS)}")
 
     def without(self, *names: str) -> "Method":
         self._require(names)
@@ -74,6 +81,12 @@ class Method:
     @property
     def term_names(self) -> list[str]:
         return [term.name for term in self.terms]
+
+    def step0_signature(self) -> list[str]:
+        """Terms that observe step 0 (stateful ones, e.g. SDR's prototypes): step 0 of two
+        methods is the same computation only if these agree (used by the step-0 cache)."""
+        return sorted(term.name for term in self.terms
+                      if TERMS[term.name].shared_state or TERMS[term.name].observe is not LossTerm.observe)
 
     def for_task(self, task: Task) -> "Method":
         """The method with the reference's task-specific weights applied (MiB: KD 100 on 15-1)."""
@@ -120,37 +133,84 @@ def get_method(name: str) -> Method:
 class Objective:
     """The weighted sum of a step's loss terms; returns the total and every term's value.
 
+        batch = objective.prepare(batch)   # rewrite targets (PLOP), let every term observe
         total, values = objective(batch)   # values = {"unbiased_ce": 0.71, "unbiased_kd": 0.02}
+
+    `observers` are terms that are not in the loss at this step but keep state (SDR's prototype
+    bank is filled at step 0). Shared states declared by the terms are created once here.
     """
 
-    def __init__(self, terms: tuple[Term, ...]) -> None:
+    def __init__(self, terms: tuple[Term, ...], observers: tuple[Term, ...] = (),
+                 rewriter: Optional[str] = None, rewriter_options: Optional[Mapping[str, Any]] = None) -> None:
         if not terms:
             raise ValueError("an objective needs at least one loss term (a method without terms cannot train)")
         self.weights = {term.name: term.weight for term in terms}
         self.terms: dict[str, LossTerm] = {term.name: TERMS[term.name](**dict(term.options)) for term in terms}
+        self.observers: dict[str, LossTerm] = {term.name: TERMS[term.name](**dict(term.options))
+                                               for term in observers if term.name not in self.weights}
+        self.rewriter: Optional[TargetRewriter] = (REWRITERS[rewriter](**dict(rewriter_options or {}))
+                                                   if rewriter is not None else None)
+        self.shared: dict[str, SharedState] = {}
+        for term in self._all_terms():
+            for key, state_class in term.shared_state.items():
+                self.shared.setdefault(key, state_class())
+            term.shared = self.shared
+
+    def _all_terms(self) -> list[LossTerm]:
+        return [*self.terms.values(), *self.observers.values(), *([self.rewriter] if self.rewriter else [])]
 
     @property
     def needs_old(self) -> bool:
-        return any(term.needs_old for term in self.terms.values())
+        return any(term.needs_old for term in self.terms.values()) or self.rewriter is not None
+
+    def begin_step(self, context: StepContext) -> None:
+        for state in self.shared.values():
+            state.begin_step(context)
+        for term in self._all_terms():
+            term.begin_step(context)
+
+    def prepare(self, batch: Batch) -> Batch:
+        """Rewrite the targets (if the method has a rewriter and an old model exists), then let
+        every shared state and term observe the batch, without gradients."""
+        if self.rewriter is not None and batch.old is not None:
+            batch = self.rewriter(batch)
+        with torch.no_grad():
+            for state in self.shared.values():
+                state.observe(batch)
+            for term in (*self.terms.values(), *self.observers.values()):
+                term.observe(batch)
+        return batch
 
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         values = {name: term(batch) for name, term in self.terms.items()}
         total = sum(self.weights[name] * value for name, value in values.items())
         return total, {name: value.detach() for name, value in values.items()}
 
-    def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {name: term.state_dict() for name, term in self.terms.items()}
+    def state_dict(self) -> dict[str, dict]:
+        terms = {name: term.state_dict() for name, term in {**self.terms, **self.observers}.items()}
+        return {"terms": terms, "shared": {key: state.state_dict() for key, state in self.shared.items()},
+                "rewriter": self.rewriter.state_dict() if self.rewriter is not None else {}}
 
-    def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
-        for name, term_state in state.items():
-            if name not in self.terms:
-                raise ValueError(f"checkpoint holds state for loss term '{name}', which this objective lacks")
-            self.terms[name].load_state_dict(term_state)
+    def load_state_dict(self, state: dict[str, dict], carry_over: bool = False) -> None:
+        """Restore state. `carry_over=True` (a new step) loads what both objectives have and
+        ignores the rest; otherwise (resuming inside a step) every entry must match."""
+        terms = {**self.terms, **self.observers}
+        for group, targets in (("terms", terms), ("shared", self.shared)):
+            for name, entry in state.get(group, {}).items():
+                if name in targets:
+                    targets[name].load_state_dict(entry)
+                elif not carry_over:
+                    raise ValueError(f"checkpoint holds state for '{name}', which this objective lacks")
+        if self.rewriter is not None and state.get("rewriter") and not carry_over:
+            self.rewriter.load_state_dict(state["rewriter"])
 
 
 def objective_for_step(method: Method, step: int) -> Objective:
-    """Step 0 (and joint training) uses plain CE; later steps use the method's terms."""
-    return Objective(STEP0_TERMS if step == 0 or method.joint else method.terms)
+    """Step 0 (and joint training) trains with plain CE while the method's terms only observe;
+    later steps use the method's terms and target rewriter."""
+    if step == 0 or method.joint:
+        return Objective(STEP0_TERMS, observers=method.terms)
+    return Objective(method.terms, rewriter=method.target_rewriter, rewriter_options=method.rewriter_options)
 
 
 def _steps_name(task: Task) -> str:

@@ -84,3 +84,22 @@ def test_a_run_on_generated_real_format_data(tmp_path, capsys, dataset):
     assert len(list((root / ".cslearn-cache").glob("labelsets-*.npy"))) == 2  # train and val, indexed once
     if dataset == "ade":  # MiB's convention: class 0 "other" is not scored at test time
         assert history[-1]["iou"][0] is None or np.isnan(history[-1]["iou"][0])
+
+
+def test_mib_index_files_select_the_training_images(tmp_path):
+    """With --index-dir the step's images are exactly the positions in MiB's .npy file."""
+    from cslearn.config import make_config
+    from cslearn.data.errors import DatasetError
+    from cslearn.data.sources import StepData
+    from cslearn.protocol import get_task
+
+    root = make_voc_folder(tmp_path / "voc", num_train=12, num_val=4, size=(32, 32))
+    index_dir = tmp_path / "index"
+    (index_dir / "15-5s-ov").mkdir(parents=True)
+    np.save(index_dir / "15-5s-ov" / "train-1.npy", np.array([7, 2, 5], dtype=np.int32))
+    config = make_config("fast", "voc", {"data.root": str(root), "data.index_dir": str(index_dir)})
+    data = StepData(config.data)
+    task = get_task("voc", "15-1")
+    assert data.train_dataset(task, 1).indices.tolist() == [7, 2, 5]
+    with pytest.raises(DatasetError, match="train-2.npy does not exist"):
+        data.train_dataset(task, 2)

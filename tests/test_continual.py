@@ -86,7 +86,8 @@ def test_mib_initialises_the_new_classifier_from_background(tmp_path):
     config = tiny_config(**{"train.epochs": 1})
     run_protocol(config, tmp_path, progress=False, stop_after_epochs=1)  # step 0 only
     task = get_task("toy", "15-5")
-    model, old_model = _models_for_step(config, task, 1, tmp_path, torch.device("cpu"))
+    previous = load_checkpoint(tmp_path / "step-0.pt")
+    model, old_model = _models_for_step(config, task, 1, previous, torch.device("cpu"))
     images = torch.randn(2, 3, 64, 64)
     model.eval()
     with torch.no_grad():

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cslearn.config import DataConfig
+from cslearn.data.errors import DatasetError
 from cslearn.data.incremental import IncrementalSegmentation, default_cache_dir, label_sets
 from cslearn.data.mib_index import load_mib_index, mib_index_path
 from cslearn.data.toy import ToySegmentation
@@ -76,12 +77,23 @@ class StepData:
                           num_workers=self.config.num_workers, pin_memory=torch.cuda.is_available())
 
     def _published_indices(self, task: Task, step: int) -> Optional[np.ndarray]:
-        """MiB's shipped per-step index files, when `index_dir` is set and holds this task."""
-        if self.config.index_dir is None or task.name == "offline":
+        """MiB's shipped per-step index files, when `index_dir` is set.
+
+        VOC: `<task>[-ov]/train-<step>.npy` by the setting. ADE20K: MiB's fixed partition
+        `<task>/train-<step>.npy` (no `-ov`), whatever the setting, since it cannot be regenerated.
+        A missing file is an error, never a silent fallback to computed lists.
+        """
+        if self.config.index_dir is None or task.name in ("offline", "joint"):
             return None
-        path = mib_index_path(Path(self.config.index_dir), task.name, step,
-                              overlapped=self.config.setting == "overlapped")
-        return load_mib_index(path, len(self.raw_train)) if path.exists() else None
+        if getattr(self.raw_train, "layout", None) == "voc":
+            raise DatasetError("MiB's index files are positions in train_aug.txt, but this VOC folder has only "
+                               "ImageSets/Segmentation/train.txt; add the SBD train_aug list and masks")
+        overlapped = self.config.setting == "overlapped" and task.dataset != "ade"
+        path = mib_index_path(Path(self.config.index_dir), task.name, step, overlapped=overlapped)
+        if not path.exists():
+            raise DatasetError(f"--index-dir is set but {path} does not exist; MiB ships files for VOC 19-1, "
+                               f"15-5, 15-1 and ADE 100-50, 100-10, 50-50: drop --index-dir for other tasks")
+        return load_mib_index(path, len(self.raw_train))
 
 
 def open_step_data(data: DataConfig) -> StepData:

@@ -16,7 +16,8 @@ A method (cslearn.methods) is a weighted list of these names.
 """
 from __future__ import annotations
 
-from cslearn.losses.base import IGNORE_INDEX, Batch, LossTerm, MissingOldModelError
+from cslearn.losses.base import (IGNORE_INDEX, Batch, LossTerm, MissingOldModelError, SharedState, StepContext,
+                                 TargetRewriter)
 from cslearn.losses.classification import BinaryCrossEntropy, CrossEntropy, UnbiasedCrossEntropy
 from cslearn.losses.distillation import (
     BinaryCrossEntropyDistillation,
@@ -25,6 +26,9 @@ from cslearn.losses.distillation import (
     UnbiasedKnowledgeDistillation,
 )
 from cslearn.losses.init import init_new_from_background
+# [imports: SDR]
+# [imports: UCD]
+# [imports: PLOP]
 
 TERMS: dict[str, type[LossTerm]] = {
     # classification: what to predict from the labels
@@ -36,9 +40,21 @@ TERMS: dict[str, type[LossTerm]] = {
     "unbiased_kd": UnbiasedKnowledgeDistillation,
     "bce_distillation": BinaryCrossEntropyDistillation,
     "feature_distillation": FeatureDistillation,
+    # [terms: SDR]
+    # [terms: UCD]
+    # [terms: PLOP]
+}
+
+# Target rewriters replace the labels at steps t >= 1 before the loss terms see them.
+REWRITERS: dict[str, type[TargetRewriter]] = {
+    # [rewriters: PLOP]
 }
 
 __all__ = [
+    "REWRITERS",
+    "SharedState",
+    "StepContext",
+    "TargetRewriter",
     "IGNORE_INDEX",
     "TERMS",
     "Batch",
