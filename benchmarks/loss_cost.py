@@ -1,0 +1,153 @@
+"""Cost of every loss term and method at realistic shapes, relative to plain cross-entropy.
+
+    python benchmarks/loss_cost.py [--batch 24] [--skip-model-step] [--datasets voc,ade]
+
+Shapes are those of DeepLab-V3 / ResNet-101 at 512x512 crops, output stride 16: logits
+(B, C, 512, 512), "body" (B, 2048, 32, 32), "pre_logits" (B, 256, 32, 32), "logits_low"
+(B, C, 32, 32) and the four stage pre-activations, with VOC-like (21 classes, a few objects per
+image) and ADE-like (151 classes, many regions per image) label maps at step t >= 1.
+For each term: forward + backward time (seconds and / plain CE), and the peak extra memory,
+measured in a fresh subprocess as the growth of the peak resident set size. The model step (one
+DeepLabV3-ResNet-101 forward + backward at 512x512, measured at a small batch and scaled
+linearly to --batch, an assumption stated in the output) gives the "share of a training step".
+The last printed line is one JSON object with every figure.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from cslearn.losses import TERMS
+from cslearn.losses.base import Batch, StepContext
+from cslearn.methods import METHODS, objective_for_step
+from cslearn.models.output import SegOutput
+
+SETTINGS = {"voc": {"num_old": 16, "num_new": 5, "regions": 3}, "ade": {"num_old": 101, "num_new": 50, "regions": 12}}
+STAGES = {"stage1_preact": (256, 128), "stage2_preact": (512, 64), "stage3_preact": (1024, 32), "stage4_preact": (2048, 32)}
+
+
+def make_batch(dataset: str, batch_size: int, size: int = 512, low: int = 32, seed: int = 0) -> Batch:
+    """A step-1 batch with random features and blob label maps (new classes and background)."""
+    generator = torch.Generator().manual_seed(seed)
+    setting = SETTINGS[dataset]
+    num_old, num_new = setting["num_old"], setting["num_new"]
+    num_seen = num_old + num_new
+
+    def leaf(*shape, grad=True):
+        return torch.randn(*shape, generator=generator).requires_grad_(grad)
+
+    def output(channels: int, grad: bool) -> SegOutput:
+        features = {name: leaf(batch_size, c, s, s, grad=grad) for name, (c, s) in STAGES.items()}
+        features["body"] = leaf(batch_size, 2048, low, low, grad=grad).relu()  # post-ReLU like torchvision
+        features["pre_logits"] = leaf(batch_size, 256, low, low, grad=grad)
+        features["logits_low"] = leaf(batch_size, channels, low, low, grad=grad)
+        return SegOutput(logits=leaf(batch_size, channels, size, size, grad=grad), features=features)
+
+    # Label maps: each image is split into `regions` vertical bands of random classes.
+    labels = torch.randint(0, num_seen, (batch_size, setting["regions"]), generator=generator)  # (B, R)
+    labels[labels < num_old] = 0  # old classes appear as background at step t >= 1
+    band = torch.arange(size) * setting["regions"] // size  # (W,) band index of each column
+    targets = labels[:, band][:, None, :].expand(batch_size, size, size).clone()  # (B, H, W)
+    targets[:, :, ::97] = 255  # some void columns
+    return Batch(images=torch.zeros(batch_size, 3, 1, 1), targets=targets, out=output(num_seen, True),
+                 old=output(num_old, False), num_old=num_old, num_new=num_new, step=1)
+
+
+def loss_seconds(run, repeats: int = 2) -> float:
+    """Best-of-`repeats` wall time of one forward + backward."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def runner(kind: str, name: str, batch: Batch):
+    """A closure doing one forward + backward of a term (kind "term") or a method's step-1 objective."""
+    if kind == "term":
+        method_terms = [m for m in METHODS.values() if name in m.term_names]
+        objective = objective_for_step(method_terms[0] if method_terms else METHODS["mib"], 1)
+        term = objective.terms.get(name) or TERMS[name]()
+    else:
+        objective = objective_for_step(METHODS[name], 1)
+    objective.begin_step(StepContext(step=1, num_old=batch.num_old, num_new=batch.num_new, model=None,
+                                     old_model=None, train_loader=[], device=torch.device("cpu")))
+
+    def run():
+        prepared = objective.prepare(batch)
+        loss = term(prepared) if kind == "term" else objective(prepared)[0]
+        loss.backward()
+    return run
+
+
+def measure_memory(dataset: str, kind: str, name: str, batch_size: int) -> float:
+    """Peak extra memory (GiB) of one forward + backward, in a fresh process."""
+    code = (f"import benchmarks.loss_cost as b, gc, resource; batch = b.make_batch({dataset!r}, {batch_size}); "
+            f"run = b.runner({kind!r}, {name!r}, batch); gc.collect(); "
+            f"base = b.current_rss(); run(); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(result.stdout.strip().splitlines()[-1]) / 2 ** 30
+
+
+def current_rss() -> int:
+    with open("/proc/self/statm") as stream:
+        return int(stream.read().split()[1]) * resource.getpagesize()
+
+
+def model_step_seconds(batch_size: int) -> tuple[float, int]:
+    """One DeepLabV3-ResNet-101 training step at 512x512 on this CPU (small batch, scaled)."""
+    from cslearn.models import build_model
+
+    measured_batch = 2
+    model = build_model("deeplabv3_resnet101", [16, 5])
+    images = torch.randn(measured_batch, 3, 512, 512)
+    targets = torch.randint(0, 21, (measured_batch, 512, 512))
+    started = time.perf_counter()
+    loss = torch.nn.functional.cross_entropy(model(images).logits, targets)
+    loss.backward()
+    return (time.perf_counter() - started) * batch_size / measured_batch, measured_batch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=24)
+    parser.add_argument("--datasets", default="voc,ade")
+    parser.add_argument("--skip-model-step", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    figures: dict = {"batch": args.batch, "threads": torch.get_num_threads(), "terms": {}, "methods": {}}
+    if not args.skip_model_step:
+        seconds, measured = model_step_seconds(args.batch)
+        figures["model_step_seconds"] = seconds
+        print(f"DeepLabV3-ResNet-101 step at 512x512, batch {args.batch}: {seconds:.1f} s "
+              f"(measured at batch {measured}, scaled linearly)", flush=True)
+    for dataset in args.datasets.split(","):
+        batch = make_batch(dataset, args.batch)
+        ce_seconds = loss_seconds(runner("term", "ce", batch))
+        for kind, names in (("term", list(TERMS)), ("method", list(METHODS))):
+            for name in names:
+                seconds = loss_seconds(runner(kind, name, batch))
+                entry = {"seconds": seconds, "vs_ce": seconds / ce_seconds}
+                if "model_step_seconds" in figures:
+                    entry["share_of_model_step"] = seconds / figures["model_step_seconds"]
+                if kind == "term" and not args.skip_memory:
+                    entry["peak_extra_gib"] = measure_memory(dataset, kind, name, args.batch)
+                figures[f"{kind}s"].setdefault(name, {})[dataset] = entry
+                print(f"{dataset} {kind:>6} {name:>24}: {seconds * 1000:8.1f} ms  x{entry['vs_ce']:5.2f} CE"
+                      + (f"  {100 * entry['share_of_model_step']:5.2f}% of a step" if "share_of_model_step" in entry else "")
+                      + (f"  peak +{entry['peak_extra_gib']:.2f} GiB" if "peak_extra_gib" in entry else ""), flush=True)
+        del batch
+        gc.collect()
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
