@@ -54,6 +54,7 @@ class TrainConfig:
     poly_power: float = 0.9
     amp: bool = False  # float16 on CUDA, bfloat16 on CPU
     channels_last: bool = False
+    freeze_bn: bool = False  # BatchNorm in eval mode while training (the reference's --fix_bn)
     device: str = "auto"  # "auto" = cuda if available, else cpu
     seed: int = 42
 

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cslearn import reports
 from cslearn.checkpoints import claim_run_directory, copy_atomically, load_checkpoint, save_checkpoint
 from cslearn.config import RunConfig
 from cslearn.data.sources import StepData, open_step_data
+from cslearn.distributed import Distributed, all_reduce_sum, barrier, init_from_environment
 from cslearn.engine import evaluate, make_optimizer, poly_scheduler, train_one_epoch
 from cslearn.losses.init import init_new_from_background
 from cslearn.losses.base import StepContext
@@ -32,9 +32,13 @@ from cslearn.models import Segmenter, build_model
 from cslearn.protocol import Task, get_task
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, world: Distributed = Distributed()) -> torch.device:
+    """"auto" = the GPU (this process's GPU under torchrun) if there is one, else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and world.enabled:
+        torch.cuda.set_device(world.local_rank)
+        return torch.device("cuda", world.local_rank)
     return torch.device(name)
 
 
@@ -48,88 +52,129 @@ def run_protocol(config: RunConfig, run_dir: Path | str, *, progress: bool = Tru
     loss values. Step 0 is plain cross-entropy for every method, so with `step0_cache` (a
     folder) its checkpoint is stored under a hash of the settings it depends on and reused
     by every later run that shares them (methods compared on one task train step 0 once).
+    Under torchrun every process trains a DistributedDataParallel replica and rank 0 writes.
     `stop_after_epochs` stops after that many epochs in this call (a test hook that simulates
     a crash at an epoch boundary).
     """
     run_dir = Path(run_dir)
-    claim_run_directory(run_dir, config)
+    world = init_from_environment()
+    if world.is_main:
+        claim_run_directory(run_dir, config)
+    barrier(world)
     task = get_task(config.data.dataset, config.data.task, config.data.order)
     method = get_method(config.method).for_task(task)
     train_task = get_task(task.dataset, "offline", config.data.order) if method.joint else task
-    device = resolve_device(config.train.device)
+    device = resolve_device(config.train.device, world)
     data = open_step_data(config.data)
     history = reports.load_history(run_dir)
-    epochs_run = 0
+    budget = [stop_after_epochs]  # epochs this call may still run (None: no limit)
     for step in range(train_task.num_steps):
         if (run_dir / f"step-{step}.pt").exists():
             continue
         cached = _step0_cache_file(step0_cache, config, method) if step == 0 and not method.joint else None
         if cached is not None and cached.exists():
-            copy_atomically(cached, run_dir / "step-0.pt")
-            history.append(load_checkpoint(run_dir / "step-0.pt")["metrics"])
-            reports.write_history(run_dir, history, task, config.data.background_in_mean)
-            continue
-        previous = load_checkpoint(run_dir / f"step-{step - 1}.pt") if step > 0 else None
-        model, old_model = _models_for_step(config, train_task, step, previous, device)
-        objective = objective_for_step(method, step)
-        num_old, num_new = train_task.num_old(step), len(train_task.new_classes(step))
-        loader = data.train_loader(train_task, step, config.train.batch_size, seed=config.train.seed)
-        if previous is not None:  # e.g. SDR's prototypes of the classes learned so far
-            objective.load_state_dict(previous["objective"], carry_over=True)
-        torch.manual_seed(_seed(config.train.seed, step, -2))  # a pass before training (PLOP) draws augmentations
-        objective.begin_step(StepContext(step=step, num_old=num_old, num_new=num_new, model=model,
-                                         old_model=old_model, train_loader=loader, device=device,
-                                         amp=config.train.amp))
-        epochs = config.train.epochs if step == 0 else config.train.epochs_incremental
-        lr = config.train.lr if step == 0 else config.train.lr_incremental
-        optimizer = make_optimizer(model, lr, config.train.momentum, config.train.nesterov, config.train.weight_decay)
-        iterations = epochs * (len(loader) // config.train.grad_accum)
-        scheduler = poly_scheduler(optimizer, iterations, config.train.poly_power)
-        use_scaler = config.train.amp and device.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-        first_epoch, epoch_losses, started = 0, [], time.time()
-        progress_file = run_dir / "progress.pt"
-        if progress_file.exists():
-            saved = load_checkpoint(progress_file)
-            if saved["step"] == step:
-                model.load_state_dict(saved["model"])
-                optimizer.load_state_dict(saved["optimizer"])
-                scheduler.load_state_dict(saved["scheduler"])
-                objective.load_state_dict(saved["objective"])
-                if scaler is not None and saved.get("scaler"):
-                    scaler.load_state_dict(saved["scaler"])
-                first_epoch, epoch_losses = saved["epoch"] + 1, saved["losses"]
-        for epoch in tqdm(range(first_epoch, epochs), desc=f"step {step}", disable=not progress,
-                          initial=first_epoch, total=epochs):
-            if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
+            if world.is_main:
+                copy_atomically(cached, run_dir / "step-0.pt")
+            barrier(world)
+            history.append(load_checkpoint(cached)["metrics"])
+        else:
+            entry = _train_step(config, method, task, train_task, step, data, run_dir, device, world, progress, budget)
+            if entry is None:  # stopped by stop_after_epochs
                 return history
-            loader.sampler.generator.manual_seed(_seed(config.train.seed, step, epoch))
-            torch.manual_seed(_seed(config.train.seed, step, epoch) + 1)  # augmentations
-            losses = train_one_epoch(model, old_model, loader, objective, optimizer, scheduler, step=step,
-                                     num_old=num_old, num_new=num_new, device=device, amp=config.train.amp,
-                                     scaler=scaler, grad_accum=config.train.grad_accum,
-                                     channels_last=config.train.channels_last, progress=progress,
-                                     description=f"epoch {epoch + 1}/{epochs}")
-            epoch_losses.append(losses)
-            epochs_run += 1
-            save_checkpoint({"step": step, "epoch": epoch, "model": model.state_dict(),
+            if cached is not None and world.is_main:
+                copy_atomically(run_dir / "step-0.pt", cached)
+            history.append(entry)
+        if world.is_main:
+            reports.write_history(run_dir, history, task, config.data.background_in_mean)
+            (run_dir / "progress.pt").unlink(missing_ok=True)
+        barrier(world)
+        if on_step_end is not None and world.is_main:
+            on_step_end(history[-1])
+    return history
+
+
+def _train_step(config: RunConfig, method: Method, task: Task, train_task: Task, step: int, data: StepData,
+                run_dir: Path, device: torch.device, world: Distributed, progress: bool,
+                budget: list[Optional[int]]) -> Optional[dict]:
+    """Train and evaluate one step, resuming from `progress.pt`; write `step-<t>.pt` (rank 0)."""
+    previous = load_checkpoint(run_dir / f"step-{step - 1}.pt") if step > 0 else None
+    module, old_model = _models_for_step(config, train_task, step, previous, device)
+    model = _distribute(module, device, world)
+    objective = objective_for_step(method, step)
+    num_old, num_new = train_task.num_old(step), len(train_task.new_classes(step))
+    loader = data.train_loader(train_task, step, config.train.batch_size, config.train.seed, world.rank,
+                               world.world_size)
+    if previous is not None:  # e.g. SDR's prototypes of the classes learned so far
+        objective.load_state_dict(previous["objective"], carry_over=True)
+    loader.dataset.augmentation_seed = _seed(config.train.seed, step, -2)  # a pass before training (PLOP)
+    objective.begin_step(StepContext(step=step, num_old=num_old, num_new=num_new, model=module,
+                                     old_model=old_model, train_loader=loader, device=device, amp=config.train.amp))
+    epochs = config.train.epochs if step == 0 else config.train.epochs_incremental
+    lr = config.train.lr if step == 0 else config.train.lr_incremental
+    optimizer = make_optimizer(model, lr, config.train.momentum, config.train.nesterov, config.train.weight_decay)
+    scheduler = poly_scheduler(optimizer, epochs * (len(loader) // config.train.grad_accum), config.train.poly_power)
+    scaler = torch.amp.GradScaler("cuda") if config.train.amp and device.type == "cuda" else None
+    first_epoch, epoch_losses, started = 0, [], time.time()
+    progress_file = run_dir / "progress.pt"
+    if progress_file.exists():
+        saved = load_checkpoint(progress_file)
+        if saved["step"] == step:
+            module.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            objective.load_state_dict(saved["objective"])
+            if scaler is not None and saved.get("scaler"):
+                scaler.load_state_dict(saved["scaler"])
+            first_epoch, epoch_losses = saved["epoch"] + 1, saved["losses"]
+    show = progress and world.is_main
+    for epoch in tqdm(range(first_epoch, epochs), desc=f"step {step}", disable=not show, initial=first_epoch,
+                      total=epochs):
+        if budget[0] is not None:
+            if budget[0] <= 0:
+                return None
+            budget[0] -= 1
+        loader.batch_sampler.set_epoch(_seed(config.train.seed, step, epoch))
+        loader.dataset.augmentation_seed = _seed(config.train.seed, step, epoch)
+        losses = train_one_epoch(model, old_model, loader, objective, optimizer, scheduler, step=step,
+                                 num_old=num_old, num_new=num_new, device=device, amp=config.train.amp,
+                                 scaler=scaler, grad_accum=config.train.grad_accum,
+                                 channels_last=config.train.channels_last, freeze_bn=config.train.freeze_bn,
+                                 progress=show, description=f"epoch {epoch + 1}/{epochs}")
+        epoch_losses.append(_mean_over_processes(losses, device, world))
+        if world.is_main:
+            save_checkpoint({"step": step, "epoch": epoch, "model": module.state_dict(),
                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                              "scaler": scaler.state_dict() if scaler is not None else {},
                              "objective": objective.state_dict(), "losses": epoch_losses,
                              "rng": torch.get_rng_state(), "config": config.to_dict()}, progress_file)
-        entry = _evaluate_step(model, data, task, train_task, step, config, device, progress)
-        entry.update(losses=epoch_losses, seconds=time.time() - started, method=method.name)
-        save_checkpoint({"step": step, "model": model.state_dict(), "classes_per_step": model.classes_per_step,
+    entry = _evaluate_step(module, data, task, train_task, step, config, device, world, show)
+    entry.update(losses=epoch_losses, seconds=time.time() - started, method=method.name)
+    if world.is_main:
+        save_checkpoint({"step": step, "model": module.state_dict(), "classes_per_step": module.classes_per_step,
                          "objective": objective.state_dict(), "metrics": entry, "config": config.to_dict()},
                         run_dir / f"step-{step}.pt")
-        if cached is not None:
-            copy_atomically(run_dir / "step-0.pt", cached)
-        history.append(entry)
-        reports.write_history(run_dir, history, task, config.data.background_in_mean)
-        progress_file.unlink(missing_ok=True)
-        if on_step_end is not None:
-            on_step_end(entry)
-    return history
+    barrier(world)
+    return entry
+
+
+def _distribute(module: Segmenter, device: torch.device, world: Distributed) -> torch.nn.Module:
+    """The module itself in one process; a DDP replica (SyncBatchNorm on GPUs) under torchrun.
+    On CPUs (gloo) PyTorch has no SyncBatchNorm: BatchNorm then sees each process's share of the
+    batch (use train.freeze_bn to make N processes compute exactly what one process does)."""
+    if not world.enabled:
+        return module
+    if device.type == "cuda":
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return torch.nn.parallel.DistributedDataParallel(module, device_ids=[device.index])
+    return torch.nn.parallel.DistributedDataParallel(module)
+
+
+def _mean_over_processes(losses: dict[str, float], device: torch.device, world: Distributed) -> dict[str, float]:
+    if not world.enabled:
+        return losses
+    values = torch.tensor(list(losses.values()), dtype=torch.float64, device=device)  # (num_terms,)
+    all_reduce_sum(values, world)
+    return {name: value / world.world_size for name, value in zip(losses, values.tolist())}
 
 
 def _models_for_step(config: RunConfig, task: Task, step: int, previous: Optional[dict],
@@ -168,11 +213,13 @@ def _with_new_classifier(old_state: dict, model: Segmenter) -> dict:
 
 
 def _evaluate_step(model: Segmenter, data: StepData, task: Task, train_task: Task, step: int,
-                   config: RunConfig, device: torch.device, progress: bool) -> dict:
-    """Test on the val images of the seen classes; group classes as the task's final tables do."""
+                   config: RunConfig, device: torch.device, world: Distributed, progress: bool) -> dict:
+    """Test on the val images of the seen classes (each process a share, confusion matrices
+    summed); group classes as the task's final tables do."""
     report_step = task.num_steps - 1 if train_task is not task else step
-    loader = data.test_loader(task, report_step, config.train.batch_size)
+    loader = data.test_loader(task, report_step, config.train.batch_size, world.rank, world.world_size)
     matrix = evaluate(model, loader, model.num_classes, device, amp=config.train.amp, progress=progress)
+    all_reduce_sum(matrix.matrix, world)
     iou = matrix.iou()
     return {"step": step, "iou": iou, "summary": summarize(iou, task.classes_per_step, report_step),
             "seen_classes": list(task.seen_classes(report_step))}

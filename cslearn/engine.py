@@ -38,13 +38,21 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def train_one_epoch(model: Segmenter, old_model: Optional[Segmenter], loader: Iterable,
+def train_one_epoch(model: torch.nn.Module, old_model: Optional[Segmenter], loader: Iterable,
                     objective: Objective, optimizer: torch.optim.Optimizer, scheduler, *, step: int,
                     num_old: int, num_new: int, device: torch.device, amp: bool = False,
                     scaler: Optional[torch.amp.GradScaler] = None, grad_accum: int = 1,
-                    channels_last: bool = False, progress: bool = True, description: str = "") -> dict[str, float]:
-    """Train for one pass over `loader`; return the mean of the total and of every term."""
+                    channels_last: bool = False, freeze_bn: bool = False, progress: bool = True,
+                    description: str = "") -> dict[str, float]:
+    """Train for one pass over `loader`; return the mean of the total and of every term.
+
+    freeze_bn keeps every BatchNorm in eval mode (running statistics, no updates), as the
+    reference's --fix_bn option does."""
     model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
     sums: dict[str, float] = {}
     count = 0
     optimizer.zero_grad(set_to_none=True)

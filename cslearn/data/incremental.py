@@ -99,6 +99,7 @@ class IncrementalSegmentation(Dataset):
             else:
                 indices = select_test_images(presence, task, step)
         self.indices = np.asarray(indices, dtype=np.int64)
+        self.augmentation_seed: Optional[int] = None  # set per epoch for reproducible augmentations
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -106,7 +107,12 @@ class IncrementalSegmentation(Dataset):
     def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.raw[int(self.indices[position])]
         target = self.lookup[np.asarray(mask)]  # (H, W) uint8, a vectorised lookup
-        return self.transform(image, target)
+        if self.augmentation_seed is None:
+            return self.transform(image, target)
+        # Random draws depend on (epoch seed, image) only: the same in any worker or process.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.augmentation_seed * 1_000_003 + int(self.indices[position]))
+            return self.transform(image, target)
 
 
 def _save_atomically(path: Path, array: np.ndarray) -> None:

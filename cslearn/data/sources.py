@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler, Subset
 
 from cslearn.config import DataConfig
 from cslearn.data.errors import DatasetError
@@ -61,20 +61,29 @@ class StepData:
         return IncrementalSegmentation(self.raw_val, task, step, "test", self.eval_transform,
                                        conventions=self.conventions, presence=self.presence_val)
 
-    def train_loader(self, task: Task, step: int, batch_size: int, seed: int = 0) -> DataLoader:
+    def train_loader(self, task: Task, step: int, batch_size: int, seed: int = 0, rank: int = 0,
+                     world_size: int = 1) -> DataLoader:
+        """Loader of the step's training images; `batch_size` is the global batch (all processes).
+
+        Call `loader.batch_sampler.set_epoch(e)` and set `loader.dataset.augmentation_seed` before
+        each epoch: order and augmentations are then functions of (seed, epoch, image) only, the
+        same for any number of processes or workers, and after a resume.
+        """
         dataset = self.train_dataset(task, step)
         if len(dataset) == 0:
             raise ValueError(f"step {step} of {task.dataset} {task.name} ({self.config.setting}) has no "
                              f"training images: check the dataset root and the class order")
-        return DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                          generator=torch.Generator().manual_seed(seed),
-                          drop_last=len(dataset) >= batch_size, num_workers=self.config.num_workers,
+        sampler = GlobalBatchSampler(len(dataset), batch_size, rank, world_size, seed)
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=self.config.num_workers,
                           pin_memory=torch.cuda.is_available())
 
-    def test_loader(self, task: Task, step: int, batch_size: int) -> DataLoader:
+    def test_loader(self, task: Task, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> DataLoader:
+        """Loader of the step's test images; process `rank` reads every `world_size`-th image."""
         batch_size = batch_size if self.config.eval_mode == "center_crop" else 1  # whole images differ in size
-        return DataLoader(self.test_dataset(task, step), batch_size=batch_size, shuffle=False,
-                          num_workers=self.config.num_workers, pin_memory=torch.cuda.is_available())
+        dataset = self.test_dataset(task, step)
+        shard = Subset(dataset, range(rank, len(dataset), world_size)) if world_size > 1 else dataset
+        return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=self.config.num_workers,
+                          pin_memory=torch.cuda.is_available())
 
     def _published_indices(self, task: Task, step: int) -> Optional[np.ndarray]:
         """MiB's shipped per-step index files, when `index_dir` is set.
@@ -94,6 +103,38 @@ class StepData:
             raise DatasetError(f"--index-dir is set but {path} does not exist; MiB ships files for VOC 19-1, "
                                f"15-5, 15-1 and ADE 100-50, 100-10, 50-50: drop --index-dir for other tasks")
         return load_mib_index(path, len(self.raw_train))
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """The batches of one epoch, identical whatever the number of processes.
+
+    A permutation seeded by (seed, epoch) is cut into global batches of `global_batch` images
+    (the last incomplete batch is dropped, as with the reference's drop_last, unless the whole
+    step has fewer images than one batch); process `rank` of `world_size` reads its contiguous
+    share of each global batch, so N processes together see exactly one process's batches.
+    """
+
+    def __init__(self, num_items: int, global_batch: int, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
+        self.batch = min(global_batch, num_items)
+        if global_batch % world_size or self.batch < world_size:
+            raise ValueError(f"the batch size {global_batch} must be a multiple of the number of processes "
+                             f"{world_size}, and the step needs at least one image per process")
+        self.num_items, self.rank, self.world_size, self.seed = num_items, rank, world_size, seed
+        self.local = self.batch // world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.num_items, generator=generator)  # (N,)
+        for start in range(0, len(self) * self.batch, self.batch):
+            share = order[start + self.rank * self.local: start + (self.rank + 1) * self.local]
+            yield share.tolist()
+
+    def __len__(self) -> int:
+        return self.num_items // self.batch
 
 
 def open_step_data(data: DataConfig) -> StepData:

@@ -26,9 +26,10 @@ from cslearn.losses.distillation import (
     UnbiasedKnowledgeDistillation,
 )
 from cslearn.losses.init import init_new_from_background
-# [imports: SDR]
-# [imports: UCD]
-# [imports: PLOP]
+from cslearn.losses.latent import Attraction, FeatureSparsity, PrototypeBank, PrototypeMatching, Repulsion
+from cslearn.losses.contrastive import ContrastiveDistillation
+from cslearn.losses.pod import LocalPOD
+from cslearn.losses.pseudo_labels import EntropyPseudoLabels, PseudoLabelCrossEntropy
 
 TERMS: dict[str, type[LossTerm]] = {
     # classification: what to predict from the labels
@@ -40,14 +41,21 @@ TERMS: dict[str, type[LossTerm]] = {
     "unbiased_kd": UnbiasedKnowledgeDistillation,
     "bce_distillation": BinaryCrossEntropyDistillation,
     "feature_distillation": FeatureDistillation,
-    # [terms: SDR]
-    # [terms: UCD]
-    # [terms: PLOP]
+    # latent space (SDR); PM and attraction read the shared "sdr_prototypes" bank (latent.PrototypeBank)
+    "prototype_matching": PrototypeMatching,
+    "attraction": Attraction,
+    "repulsion": Repulsion,
+    "feature_sparsity": FeatureSparsity,
+    # contrastive: pixel contrast against the old model's features
+    "contrastive_distillation": ContrastiveDistillation,
+    # PLOP: CE weighted by the pseudo-label factor, and Local POD
+    "pseudo_label_ce": PseudoLabelCrossEntropy,
+    "local_pod": LocalPOD,
 }
 
 # Target rewriters replace the labels at steps t >= 1 before the loss terms see them.
 REWRITERS: dict[str, type[TargetRewriter]] = {
-    # [rewriters: PLOP]
+    "plop_pseudo_labels": EntropyPseudoLabels,
 }
 
 __all__ = [

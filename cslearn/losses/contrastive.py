@@ -1,0 +1,214 @@
+"""Contrastive distillation: UCD's uncertainty-aware pixel contrast between the current features
+and the frozen old model's features (methods.md §6).
+
+Yang, Li, Wu, Li, Bao, Zhao and Gan, IEEE TPAMI 2022, "Uncertainty-aware Contrastive Distillation
+for Incremental Semantic Segmentation" (official code `ygjwd12345/UCD`, commit `51b783a`,
+`pre_contrastive_pixel` and `PixelConLossV2`). The paper's equations are unverified; the default
+here is the construction of the official code with its defects removed (methods.md §0, rule 1).
+
+Taught in notebook 08_ucd_contrastive_distillation.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from cslearn.losses.base import IGNORE_INDEX, Batch, LossTerm
+
+
+def nearest_labels(targets: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of an int64 label map (B, H, W) -> (B, h, w), without any float
+    cast: output (i, j) reads source (⌊i·H/h⌋, ⌊j·W/w⌋), the top-left pixel of each block, as
+    PyTorch's mode="nearest" and SDR do (methods.md §5.1, §6.2)."""
+    height, width = targets.shape[-2:]
+    rows = torch.arange(size[0], device=targets.device) * height // size[0]  # (h,)
+    cols = torch.arange(size[1], device=targets.device) * width // size[1]  # (w,)
+    return targets[:, rows][:, :, cols]  # (B, h, w)
+
+
+def cap_per_class(labels: torch.Tensor, cap: int) -> torch.Tensor:
+    """Indices (sorted) of at most `cap` uniformly random positions per label value; labels (N,)."""
+    order = torch.randperm(labels.numel(), device=labels.device)  # (N,) random tie-break
+    order = order[torch.argsort(labels[order], stable=True)]  # (N,) grouped by label
+    counts = torch.bincount(labels)  # (max label + 1,)
+    group_start = torch.cumsum(counts, 0) - counts  # (max label + 1,)
+    rank = torch.arange(labels.numel(), device=labels.device) - group_start[labels[order]]  # (N,)
+    return torch.sort(order[rank < cap]).values  # (<= cap per label,)
+
+
+class ContrastSet(NamedTuple):
+    """Anchors (rows, with gradient) and the detached contrast set (columns) of methods.md §6.3.
+    The first len(anchors) contrast entries are the anchors' own detached copies, in order."""
+
+    anchors: torch.Tensor  # (N_a, C) z_p, p ∈ A, L2-normalised
+    contrast: torch.Tensor  # (N_c, C) [sg(z_p), p ∈ A ; ẑ_p, p ∈ K_old], N_c = N_a + |K_old|
+    anchor_labels: torch.Tensor  # (N_a,) int64 ȳ
+    contrast_labels: torch.Tensor  # (N_c,) int64 ȳ
+    anchor_probs: torch.Tensor  # (N_a, |O|) q = old softmax over the old channels
+    contrast_probs: torch.Tensor  # (N_c, |O|)
+    anchor_ground_truth: torch.Tensor  # (N_a,) bool: ỹ > 0 (labelled new class, not pseudo)
+    contrast_ground_truth: torch.Tensor  # (N_c,) bool: ỹ > 0 and a current-model entry
+
+
+def build_contrast_set(batch: Batch, max_per_class: Optional[int] = None) -> ContrastSet:
+    """Pixel selection, pseudo-labels and the contrast set (methods.md §6.1-6.3), in float32.
+
+    ỹ = nearest-resized `batch.original_targets` (labels before any rewriter, §6.6);
+    ȳ = ỹ where ỹ > 0, else argmax of the old logits at feature resolution (no threshold);
+    anchors A = {ȳ > 0, ỹ ≠ 255}; old keys K_old = {ȳ > 0, ỹ = 0}. With `max_per_class`, at
+    most that many random anchors and as many random old keys are kept per class.
+    """
+    assert batch.old is not None  # checked by LossTerm.__call__
+    features = batch.out.features["pre_logits"].float()  # (B, C, h, w)
+    old_features = batch.old.features["pre_logits"].detach().float()  # (B, C, h, w)
+    old_logits = batch.old.features["logits_low"].detach().float()  # (B, |O|, h, w)
+    if old_logits.shape[1] != batch.num_old:
+        raise ValueError(f"old logits_low has {old_logits.shape[1]} channels, batch.num_old is {batch.num_old}")
+    if old_features.shape != features.shape or old_logits.shape[2:] != features.shape[2:]:
+        raise ValueError(f"pre_logits {tuple(features.shape)}, old pre_logits {tuple(old_features.shape)} and "
+                         f"old logits_low {tuple(old_logits.shape)} must share (B, h, w)")
+    channels = features.shape[1]
+    labels = nearest_labels(batch.original_targets, features.shape[2:]).reshape(-1)  # (B·h·w,) ỹ
+    old_probs = F.softmax(old_logits, dim=1).permute(0, 2, 3, 1).reshape(-1, batch.num_old)  # (B·h·w, |O|)
+    valid = labels != IGNORE_INDEX  # (B·h·w,)
+    ground_truth = valid & (labels > 0)  # (B·h·w,) labelled new-class pixels
+    pseudo_labels = torch.where(ground_truth, labels, old_probs.argmax(dim=1))  # (B·h·w,) ȳ
+    anchor_index = torch.nonzero(valid & (pseudo_labels > 0)).squeeze(1)  # (N_a,)
+    key_index = torch.nonzero(valid & (labels == 0) & (pseudo_labels > 0)).squeeze(1)  # (|K_old|,)
+    if max_per_class is not None:
+        anchor_index = anchor_index[cap_per_class(pseudo_labels[anchor_index], max_per_class)]
+        key_index = key_index[cap_per_class(pseudo_labels[key_index], max_per_class)]
+
+    def rows(maps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # (B, C, h, w) -> (n, C)
+        return maps.permute(0, 2, 3, 1).reshape(-1, channels)[index]
+
+    anchors = F.normalize(rows(features, anchor_index), dim=1)  # (N_a, C)
+    old_keys = F.normalize(rows(old_features, key_index), dim=1)  # (|K_old|, C)
+    return ContrastSet(
+        anchors=anchors,
+        contrast=torch.cat([anchors.detach(), old_keys]),  # (N_c, C)
+        anchor_labels=pseudo_labels[anchor_index],
+        contrast_labels=torch.cat([pseudo_labels[anchor_index], pseudo_labels[key_index]]),  # (N_c,)
+        anchor_probs=old_probs[anchor_index],
+        contrast_probs=torch.cat([old_probs[anchor_index], old_probs[key_index]]),  # (N_c, |O|)
+        anchor_ground_truth=ground_truth[anchor_index],
+        contrast_ground_truth=torch.cat([ground_truth[anchor_index],
+                                         torch.zeros_like(key_index, dtype=torch.bool)]),  # (N_c,)
+    )
+
+
+def chunk_loss_sum(anchors: torch.Tensor, contrast: torch.Tensor, anchor_labels: torch.Tensor,
+                   contrast_labels: torch.Tensor, anchor_probs: torch.Tensor, contrast_probs: torch.Tensor,
+                   anchor_ground_truth: torch.Tensor, contrast_ground_truth: torch.Tensor,
+                   num_positives: torch.Tensor, first_row: int, temperature: float,
+                   unshifted_negatives: bool = False) -> torch.Tensor:
+    """Σ_i ℓ_i over a chunk of R anchor rows (rows first_row.. of the anchor set), exactly.
+
+    Every per-row buffer is (R, N_c): similarities, masks, weights; masks are boolean label
+    comparisons. ℓ_i needs only row i, so chunks are independent and their sum is exact.
+    """
+    num_rows = anchors.shape[0]
+    similarity = (anchors @ contrast.T).div_(temperature)  # (R, N_c) s_ij
+    row_max = similarity.detach().amax(dim=1, keepdim=True)  # (R, 1) M_i (= 1/τ via the own copy)
+    logits = similarity.sub_(row_max)  # (R, N_c) s_ij − M_i, one shift for numerator and denominator
+    negative = anchor_labels[:, None] != contrast_labels[None, :]  # (R, N_c) bool
+    log_negatives = torch.logsumexp(logits.masked_fill(~negative, float("-inf")), dim=1,
+                                    keepdim=True)  # (R, 1) log Σ_{k∈N_i} e^{s_ik − M_i}
+    if unshifted_negatives:  # official-code quirk (§6.7 item 1): negatives carry e^{M_i}
+        log_negatives = log_negatives + row_max
+    log_prob = logits - torch.logaddexp(logits, log_negatives)  # (R, N_c) log e^s/(e^s + Neg)
+    positive = ~negative  # (R, N_c) same label ...
+    row = torch.arange(num_rows, device=anchors.device)  # (R,)
+    positive[row, row + first_row] = False  # ... except the anchor's own detached copy
+    weights = anchor_probs @ contrast_probs.T  # (R, N_c) W_ij = q_i·q_j
+    new_pairs = anchor_ground_truth[:, None] & contrast_ground_truth[None, :]  # (R, N_c) both GT new
+    weights = weights.masked_fill(new_pairs, 1.0)  # (R, N_c)
+    row_sums = (weights * log_prob).masked_fill(~positive, 0.0).sum(dim=1)  # (R,)
+    return -(row_sums / num_positives.clamp(min=1)).sum()  # () Σ_i ℓ_i, 0 for rows without P_i
+
+
+class ContrastiveDistillation(LossTerm):
+    """UCD's uncertainty-aware contrastive distillation (Yang et al., TPAMI 2022; methods.md §6).
+
+    Over the whole mini-batch at feature resolution (§6.1-6.3): z_p = g_p/‖g_p‖ (current
+    `pre_logits`, no projection head), ẑ_p = ĝ_p/‖ĝ_p‖ (old model); anchors z_p, p ∈ A (see
+    `build_contrast_set`); contrast set C = [sg(z_p), p ∈ A ; ẑ_p, p ∈ K_old] with labels ȳ.
+    Positives P_i: entries with label ȳ_i except the anchor's own copy; negatives N_i: the rest.
+        s_ij = ⟨z_i, c_j⟩/τ,
+        W_ij = q_i·q_j  (q = softmax of the old logits at feature resolution over the old channels),
+               1 when both i and j carry ground-truth new-class labels (ỹ > 0, current-model entries),
+        ℓ_i = −(1/|P_i|) Σ_{j∈P_i} W_ij log( e^{s_ij} / (e^{s_ij} + Σ_{k∈N_i} e^{s_ik}) ),
+        L = mean of ℓ_i over the anchors with |P_i| > 0;  0 (still in the graph) when there are none.
+    Normalisation: the COUNT |P_i| per anchor (not Σ_j W_ij), W on positives only, a mean over
+    anchors with positives. Stable: the detached row max is subtracted from numerator and
+    denominator alike; the negatives are a logsumexp.
+
+    Memory (§6.7 item 7): ℓ_i reads only row i, so the rows are evaluated exactly in chunks of
+    `chunk_size` anchors, each under activation checkpointing, so only one chunk's (chunk_size, N_c)
+    buffers are ever alive (forward, or recompute + backward). `benchmarks/ucd_memory.py` measures it.
+
+    Fixes to the official code (methods.md §6.7), all on by default:
+      1. consistent shift: no e^{1/τ} factor on the negatives (`unshifted_negatives=True` restores it);
+      2. labels resized by nearest neighbour and kept int64 (not bilinear + int8, no wrong ids at
+         edges, no overflow for ids ≥ 128);
+      3. void (255) pixels excluded from anchors and keys, for any number of classes (no > 20 clip);
+      4. the new-new override comes from label provenance (no min() over a possibly empty tensor);
+         batches without new-class pixels or positives work;
+      5. reads `batch.original_targets`, the labels before PLOP's pseudo-labelling, so the
+         uncertainty weight stays active in PLOP + UCD (§6.6);
+      7. chunked exact evaluation instead of dense N_a × N_c matrices; boolean masks, no integer matmul.
+    The contrast also spans the whole mini-batch, not per-device groups (item 6).
+
+    Options: `temperature` τ (0.07); `chunk_size` anchor rows per chunk (1024); `max_anchors_per_class`
+    (None = exact): keep at most this many random anchors and as many random old keys per class, which
+    bounds memory but changes the loss; `unshifted_negatives` (False): the official e^{1/τ} quirk.
+    Math runs in float32 with autocast disabled, so it works under bf16/fp16 autocast.
+
+    Taught in notebook 08_ucd_contrastive_distillation.
+    """
+
+    name: ClassVar[str] = "contrastive_distillation"
+    needs_old: ClassVar[bool] = True
+
+    def __init__(self, temperature: float = 0.07, chunk_size: int = 1024,
+                 max_anchors_per_class: Optional[int] = None, unshifted_negatives: bool = False) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if max_anchors_per_class is not None and max_anchors_per_class < 1:
+            raise ValueError(f"max_anchors_per_class must be None or >= 1, got {max_anchors_per_class}")
+        self.temperature = temperature
+        self.chunk_size = chunk_size
+        self.max_anchors_per_class = max_anchors_per_class
+        self.unshifted_negatives = unshifted_negatives
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        device_type = batch.out.features["pre_logits"].device.type
+        with torch.autocast(device_type=device_type, enabled=False):  # matmuls stay float32
+            return self._loss(batch)
+
+    def _loss(self, batch: Batch) -> torch.Tensor:
+        pixels = build_contrast_set(batch, self.max_anchors_per_class)
+        counts = torch.bincount(pixels.contrast_labels)  # (max ȳ + 1,) entries per label
+        num_positives = counts[pixels.anchor_labels] - 1  # (N_a,) |P_i|: same label, minus own copy
+        num_rows = int((num_positives > 0).sum())
+        if num_rows == 0:  # no anchor or no positive pair: 0, connected to the graph
+            return batch.out.features["pre_logits"].float().sum() * 0.0
+        total = pixels.anchors.new_zeros(())  # ()
+        for start in range(0, pixels.anchors.shape[0], self.chunk_size):
+            chunk = slice(start, start + self.chunk_size)
+            arguments = (pixels.anchors[chunk], pixels.contrast, pixels.anchor_labels[chunk],
+                         pixels.contrast_labels, pixels.anchor_probs[chunk], pixels.contrast_probs,
+                         pixels.anchor_ground_truth[chunk], pixels.contrast_ground_truth,
+                         num_positives[chunk], start, self.temperature, self.unshifted_negatives)
+            if pixels.anchors.requires_grad and torch.is_grad_enabled():
+                total = total + checkpoint(chunk_loss_sum, *arguments, use_reentrant=False,
+                                           preserve_rng_state=False)
+            else:
+                total = total + chunk_loss_sum(*arguments)
+        return total / num_rows
