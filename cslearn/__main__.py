@@ -1,4 +1,4 @@
-"""The command line: `python -m cslearn run | data check | tasks | methods`.
+"""The command line: `python -m cslearn run | report | data check | tasks | methods`.
 
 It maps flags onto the config dataclasses and prints what the package returns; nothing else.
 """
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -46,10 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
     check = data_commands.add_parser("check", help="validate a downloaded dataset")
     check.add_argument("--dataset", required=True, choices=["voc", "ade"])
     check.add_argument("--root", required=True)
+    fetch = data_commands.add_parser("download", help="download, verify, extract and check a dataset")
+    fetch.add_argument("dataset", choices=["voc", "ade", "mib-index"])
+    fetch.add_argument("--root", required=True, help="dataset folder (archives go to ROOT/downloads)")
+    fetch.add_argument("--mirror", action="append", default=None, metavar="URL",
+                       help="base URL to use instead of the built-in mirrors (repeatable; the file name is appended)")
+    fetch.add_argument("--keep-archives", action="store_true", help="keep the archives after extraction")
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     tasks = commands.add_parser("tasks", help="list the tasks of a dataset")
     tasks.add_argument("--dataset", default="voc", choices=["toy", "voc", "ade"])
     commands.add_parser("methods", help="list the methods and their weighted terms")
+
+    report = commands.add_parser("report", help="runs grouped by seed (mean ± std) beside the published numbers")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--out", default=None, metavar="FILE.csv", help="also write the table as CSV")
+    report.add_argument("--plot", default=None, metavar="FILE.png", help="plot mIoU per step (seed spread as a band)")
+    report.add_argument("--plot-metric", default="all", choices=["old", "new", "all", "old_bg", "all_bg"],
+                        help="the class group plotted (default: all, without background)")
     return parser
 
 
@@ -112,6 +127,35 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_history(history, config.data.background_in_mean))
+    if history and int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 writes
+        from cslearn.results import compare, format_comparison, write_comparison
+
+        comparison = compare(history, config)
+        print(format_comparison(comparison))
+        write_comparison(comparison, run_dir)
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from cslearn.results import format_report, group_runs, load_run, plot_report, write_report_csv
+
+    runs = []
+    for run_dir in args.run_dirs:
+        try:
+            runs.append(load_run(run_dir))
+        except ValueError as error:
+            print(f"skipped: {error}", file=sys.stderr)
+    if not runs:
+        print("error: no run directory with a finished step", file=sys.stderr)
+        return 2
+    groups = group_runs(runs)
+    print(format_report(groups))
+    if args.out:
+        write_report_csv(groups, args.out)
+        print(f"table written to {args.out}")
+    if args.plot:
+        plot_report(groups, args.plot, args.plot_metric)
+        print(f"plot written to {args.plot}")
     return 0
 
 
@@ -126,6 +170,20 @@ def command_data_check(args: argparse.Namespace) -> int:
         return 2
     print(format_report(report))
     return 1 if report["problems"] else 0
+
+
+def command_data_download(args: argparse.Namespace) -> int:
+    from cslearn.data.download import DownloadError, download_dataset, format_download_report
+    from cslearn.data.errors import DatasetError
+
+    try:
+        result = download_dataset(args.dataset, args.root, mirrors=args.mirror, progress=not args.no_progress,
+                                  keep_archives=args.keep_archives, log=lambda line: print(line, file=sys.stderr))
+    except (DownloadError, DatasetError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(format_download_report(result))
+    return 1 if result["problems"] else 0
 
 
 def command_tasks(args: argparse.Namespace) -> int:
@@ -143,7 +201,8 @@ def command_methods(_: argparse.Namespace) -> int:
 
     for name, method in METHODS.items():
         terms = " + ".join(f"{term.weight:g}*{term.name}" for term in method.terms)
-        print(f"{name:>8}: {terms}; init {method.classifier_init}{'; joint' if method.joint else ''}")
+        rewriter = f"; targets rewritten by {method.target_rewriter}" if method.target_rewriter else ""
+        print(f"{name:>12}: {terms}; init {method.classifier_init}{rewriter}{'; joint' if method.joint else ''}")
     return 0
 
 
@@ -152,9 +211,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "run":
         return command_run(args)
     if args.command == "data":
-        return command_data_check(args)
+        return command_data_download(args) if args.data_command == "download" else command_data_check(args)
     if args.command == "tasks":
         return command_tasks(args)
+    if args.command == "report":
+        return command_report(args)
     return command_methods(args)
 
 

@@ -44,6 +44,8 @@ class Method:
     task_weights:    weights that the reference changes for specific tasks,
                      {(dataset, task steps name): {term: weight}}.
     target_rewriter: a key of REWRITERS (PLOP's pseudo-labels) applied at steps t >= 1.
+    dataset_options: term options that the reference changes per dataset,
+                     {dataset: {term: {option: value}}} (PLOP's POD weights on ADE20K).
     """
 
     name: str
@@ -53,6 +55,7 @@ class Method:
     task_weights: Mapping[tuple[str, str], Mapping[str, float]] = field(default_factory=dict)
     target_rewriter: Optional[str] = None
     rewriter_options: Mapping[str, Any] = field(default_factory=dict)
+    dataset_options: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.target_rewriter is not None and self.target_rewriter not in REWRITERS:
@@ -94,7 +97,10 @@ class Method:
         method = self
         for name, weight in overrides.items():
             method = dataclasses.replace(method.with_weight(name, weight), name=self.name)
-        return method
+        options = self.dataset_options.get(task.dataset, {})
+        terms = tuple(dataclasses.replace(term, options={**term.options, **options[term.name]})
+                      if term.name in options else term for term in method.terms)
+        return dataclasses.replace(method, terms=terms)
 
     def _require(self, names) -> None:
         missing = [name for name in names if name not in self.term_names]
@@ -104,7 +110,13 @@ class Method:
 
 STEP0_TERMS = (Term("ce", 1.0),)
 
-_MIB_15_1 = {"unbiased_kd": 100.0}  # MiB#22, MiB#43 and MiBv2's argparser: lambda = 100 on VOC 15-1
+_MIB_15_1 = {"unbiased_kd": 100.0}
+# SDR's latent terms with the weights of its preset: prototypes matching 1e-2, attraction and
+# repulsion 1e-3, feature sparsification 1e-3.
+_SDR_TERMS = (Term("prototype_matching", 1e-2), Term("attraction", 1e-3), Term("repulsion", 1e-3),
+              Term("feature_sparsity", 1e-3))
+# UCD's contrastive distillation: weight 0.01 (the code divides by 100), temperature 0.07.
+_UCD_TERM = Term("contrastive_distillation", 0.01)  # MiB#22, MiB#43 and MiBv2's argparser: lambda = 100 on VOC 15-1
 
 METHODS: dict[str, Method] = {
     # Fine-tuning: plain CE on the current labels; old classes are background (the shift).
@@ -121,7 +133,21 @@ METHODS: dict[str, Method] = {
     "mib": Method("mib", terms=(Term("unbiased_ce", 1.0), Term("unbiased_kd", 10.0)),
                   classifier_init="background",
                   task_weights={("voc", "15-1"): _MIB_15_1, ("toy", "15-1"): _MIB_15_1}),
+    # PLOP (Douillard et al. 2021): CE on entropy-filtered pseudo-labels x adaptive factor + Local POD
+    # (feature maps 0.01, logits 5e-4 on VOC; 1e-3 and 1e-5 on ADE20K) + background init.
+    "plop": Method("plop", terms=(Term("pseudo_label_ce", 1.0), Term("local_pod", 1.0)),
+                   classifier_init="background", target_rewriter="plop_pseudo_labels",
+                   dataset_options={"ade": {"local_pod": {"feature_weight": 1e-3, "logits_weight": 1e-5}}}),
+    # SDR's own preset (Michieli & Zanuttigh 2021): UNCE + UNKD 100 + its four latent terms,
+    # PyTorch's default init for new classifiers (no MiB init). Weights were tuned on the official
+    # code, whose bugs the terms here fix: starting values (see each term's docstring).
+    "sdr": Method("sdr", terms=(Term("unbiased_ce", 1.0), Term("unbiased_kd", 100.0), *_SDR_TERMS)),
 }
+# Combinations: a method extended by another's terms (same weights as in each paper).
+METHODS["mib+sdr"] = dataclasses.replace(METHODS["mib"].extend(*_SDR_TERMS), name="mib+sdr")
+METHODS["mib+ucd"] = dataclasses.replace(METHODS["mib"].extend(_UCD_TERM), name="mib+ucd")
+METHODS["plop+ucd"] = dataclasses.replace(METHODS["plop"].extend(_UCD_TERM), name="plop+ucd")
+METHODS["mib+sdr+ucd"] = dataclasses.replace(METHODS["mib+sdr"].extend(_UCD_TERM), name="mib+sdr+ucd")
 
 
 def get_method(name: str) -> Method:

@@ -39,7 +39,8 @@ def test_method_objectives_train_the_model_not_the_old_model(name):
     for step in (0, 1):
         objective = objective_for_step(method, step)
         steps_old = None if step == 0 else old_model
-        objective.begin_step(StepContext(step=step, num_old=NUM_OLD if step else 0, num_new=NUM_NEW,
+        num_old, num_new = (NUM_OLD, NUM_NEW) if step else (0, NUM_OLD + NUM_NEW)  # one 6-class model
+        objective.begin_step(StepContext(step=step, num_old=num_old, num_new=num_new,
                                          model=model, old_model=steps_old, train_loader=loader,
                                          device=torch.device("cpu")))
         images, targets = loader[0]
@@ -47,7 +48,7 @@ def test_method_objectives_train_the_model_not_the_old_model(name):
         with torch.no_grad():
             old = old_model(images) if step else None
         batch = objective.prepare(Batch(images=images, targets=targets, out=out, old=old,
-                                        num_old=NUM_OLD if step else 0, num_new=NUM_NEW, step=step))
+                                        num_old=num_old, num_new=num_new, step=step))
         total, values = objective(batch)
         assert total.dim() == 0 and math.isfinite(total.item()), values
         expected = {"ce"} if step == 0 or method.joint else set(method.term_names)

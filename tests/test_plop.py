@@ -210,6 +210,13 @@ def test_exact_median_thresholds_match_loops(model_name):
         assert rewriter.thresholds[2].item() == pytest.approx(0.001)  # never predicted: the floor
 
 
+def test_threshold_pass_under_bfloat16_autocast():
+    model, loader, cpu = build_model("tiny", [3], width=4).freeze(), fake_loader(1), torch.device("cpu")
+    exact = entropy_thresholds(model, loader, num_old=3, num_seen=5, device=cpu)
+    mixed = entropy_thresholds(model, loader, num_old=3, num_seen=5, device=cpu, amp=True)
+    assert mixed.dtype == torch.float32 and torch.allclose(mixed, exact, atol=1e-2)
+
+
 def test_coded_histogram_walk():
     def walk(counts: dict[int, int]) -> float:
         row = torch.zeros(100, dtype=torch.int64)

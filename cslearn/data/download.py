@@ -419,6 +419,8 @@ def download_dataset(name: str, root: str | Path, mirrors: Optional[Sequence[str
         if not keep_archives:
             (downloads / remote.name).unlink(missing_ok=True)
         result["steps"].append(f"{remote.name}: extracted, {inner}/ moved to {root / destination}")
+    if (downloads / "extracted").is_dir() and not any((downloads / "extracted").iterdir()):
+        (downloads / "extracted").rmdir()
     for record in result["files"]:
         if not record["checksum_verified"]:
             result["notes"].append(f"{record['name']}: no published checksum is known; size {record['size']:,} "
@@ -434,7 +436,7 @@ def _download_mib_index(root: Path, mirrors: Optional[Sequence[str]], progress: 
                         log: Optional[Callable[[str], None]], result: dict) -> dict:
     """Fetch MiB's index files into ``<root>/mib-index/<dataset>/<task>/`` and validate each one."""
     absent, failures = [], []
-    for remote in tqdm(MIB_INDEX_FILES, desc="MiB index files", unit="file", disable=not progress):
+    for remote in tqdm(DATASETS["mib-index"], desc="MiB index files", unit="file", disable=not progress):
         dataset = remote.name.split("/")[1]
         destination = root / "mib-index" / remote.name.removeprefix("data/")
         try:

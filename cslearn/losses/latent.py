@@ -14,7 +14,7 @@ while the prototype bank observes every step. Taught in notebooks 06_sdr_prototy
 """
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -74,10 +74,14 @@ class PrototypeBank(SharedState):
         self.prototypes = torch.zeros(0, 0)  # (S, C) float32, C = 0 until the first batch
         self.counts = torch.zeros(0, dtype=torch.int64)  # (S,)
 
-    def _resize(self, num_classes: int, num_channels: int, device: torch.device) -> None:
+    def _check(self, num_channels: int) -> tuple[int, int]:
         rows, channels = self.prototypes.shape
         if channels not in (0, num_channels):
             raise ValueError(f"prototype bank holds {channels}-channel prototypes, features have {num_channels}")
+        return rows, channels
+
+    def _resize(self, num_classes: int, num_channels: int, device: torch.device) -> None:
+        rows, channels = self._check(num_channels)
         if rows >= num_classes and channels == num_channels:  # nothing to grow: at most a device move
             self.prototypes, self.counts = self.prototypes.to(device), self.counts.to(device)
             return
@@ -109,9 +113,7 @@ class PrototypeBank(SharedState):
     def lookup(self, classes: torch.Tensor, num_channels: int, device: torch.device) -> torch.Tensor:
         """sg(p_c) for the given classes, (K, C). A class the bank never observed has the zero
         prototype (the initial value), also for a bank used without `begin_step` (a lone term)."""
-        rows, channels = self.prototypes.shape
-        if channels not in (0, num_channels):
-            raise ValueError(f"prototype bank holds {channels}-channel prototypes, features have {num_channels}")
+        rows, channels = self._check(num_channels)
         found = torch.zeros(len(classes), num_channels, device=device)  # (K, C)
         if channels:
             known = classes < rows  # (K,)
@@ -138,8 +140,7 @@ class _UsesPrototypes(LossTerm):
         self.shared = {BANK: PrototypeBank()}  # replaced by the objective's shared dict
 
     def prototypes(self, classes: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        bank = self.shared[BANK]
-        assert isinstance(bank, PrototypeBank)
+        bank: PrototypeBank = self.shared[BANK]  # type: ignore[assignment]
         return bank.lookup(classes, features.shape[1], features.device)  # (K, C), no gradient
 
 
@@ -210,8 +211,8 @@ class Attraction(_UsesPrototypes):
 class Repulsion(LossTerm):
     """Repulsion, the inter-class term (SDR §5.5): push on-batch class means apart.
 
-    μ_c = mean of f_i over {y↓_i = c} with gradient, for c ∈ K (as attraction, background included):
-        L_REP = 1/|K| · Σ_{c ∈ K} Σ_{c' ∈ K \\ {c}} 1 / (‖μ_c − μ_c'‖₂ + ε),   ε = 1e-6,  0 if |K| < 2.
+    μ_c = mean of f_i over {y↓_i = c} with gradient, c ∈ K (as attraction, background included):
+        L_REP = 1/|K| · Σ_{c ∈ K} Σ_{c' ∈ K \\ {c}} 1 / (‖μ_c − μ_c'‖₂ + ε),   ε = 1e-6;  0 if |K| < 2.
     Normalisation: the poster's 1/|K| (the code averages over |K|(|K|−1) ordered pairs, i.e.
     divides by |K| − 1 more, §5.8 item 6). Distances are computed directly on the off-diagonal
     pairs, selected by index: the code's `torch.cdist` switches to a matmul formula above 25
@@ -229,8 +230,9 @@ class Repulsion(LossTerm):
         if len(classes) < 2:
             return zero_loss(batch)
         means = sums / counts[:, None]  # (K, C) μ_c
-        first, second = (~torch.eye(len(classes), dtype=torch.bool, device=means.device)).nonzero(as_tuple=True)
-        distances = safe_sqrt((means[first] - means[second]).pow(2).sum(dim=1))  # (K(K−1),) ordered pairs
+        off_diagonal = ~torch.eye(len(classes), dtype=torch.bool, device=means.device)  # (K, K)
+        first, second = off_diagonal.nonzero(as_tuple=True)  # (K(K−1),) each: the ordered pairs c ≠ c'
+        distances = safe_sqrt((means[first] - means[second]).pow(2).sum(dim=1))  # (K(K−1),)
         return (1 / (distances + self.epsilon)).sum() / len(classes)
 
 
@@ -263,6 +265,3 @@ class FeatureSparsity(LossTerm):
         ratios = normalised.exp().sum(dim=1) / (normalised.sum(dim=1) + self.epsilon_ratio)  # (n,)
         return ratios.mean()
 
-
-__all__ = ["Attraction", "FeatureSparsity", "PrototypeBank", "PrototypeMatching", "Repulsion",
-           "labels_at", "pixel_vectors"]
