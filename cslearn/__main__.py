@@ -1,4 +1,4 @@
-"""The command line: `python -m cslearn run | report | data check | tasks | methods`.
+"""The command line: `python -m cslearn run | report | data check | data download | tasks | methods`.
 
 It maps flags onto the config dataclasses and prints what the package returns; nothing else.
 """

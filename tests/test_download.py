@@ -69,6 +69,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path in server.cut_once:
             server.cut_once.discard(path)
             body = body[: len(body) // 2]
+        if path in server.stall:  # 1,000 bytes on the first request, nothing after
+            body = body[:1000] if server.stall[path] == 0 else b""
+            server.stall[path] += 1
         self.wfile.write(body)
         server.sent.append((path, len(body)))
 
@@ -83,7 +86,7 @@ def server(tmp_path):
     httpd.daemon_threads = True
     httpd.directory = tmp_path / "served"
     httpd.directory.mkdir()
-    httpd.requests, httpd.sent, httpd.cut_once, httpd.ignore_range = [], [], set(), False
+    httpd.requests, httpd.sent, httpd.cut_once, httpd.stall, httpd.ignore_range = [], [], set(), {}, False
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -172,6 +175,35 @@ def test_complete_part_file_is_only_verified(server, tmp_path):
     (tmp_path / "file.bin.part").write_bytes(PAYLOAD)
     download_file([url], tmp_path / "file.bin", PAYLOAD_MD5, progress=False)  # size unknown: asks, gets 416
     assert server.sent == [] and (tmp_path / "file.bin").read_bytes() == PAYLOAD
+
+
+def test_stalling_mirror_is_given_up_and_a_bad_prefix_refetched(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(download.time, "sleep", lambda seconds: None)  # no back-off waits in the test
+    corrupt = b"\0" * 1000 + PAYLOAD[1000:]
+    urls = [_serve(server, "stalls/file.bin", corrupt), _serve(server, "good/file.bin", PAYLOAD)]
+    server.stall["/stalls/file.bin"] = 0
+    logged = []
+    record = download_file(urls, tmp_path / "file.bin", PAYLOAD_MD5, progress=False, log=logged.append)
+    assert record["url"] == urls[1] and (tmp_path / "file.bin").read_bytes() == PAYLOAD
+    assert server.stall["/stalls/file.bin"] == 1 + download.MAX_STALLS  # one useful answer, then no progress
+    assert [request for request in server.requests if request[0] == "/good/file.bin"] == [
+        ("/good/file.bin", "bytes=1000-"), ("/good/file.bin", None)]  # resumed, checksum failed, refetched
+    assert any("from the start" in message for message in logged)
+
+
+def test_error_page_instead_of_an_archive_is_rejected(server, tmp_path):
+    urls = [_serve(server, "page/list.zip", b"<html>quota exceeded</html>"),
+            _serve(server, "real/list.zip", _zip_bytes({"list/val.txt": "x"}))]
+    record = download_file(urls, tmp_path / "list.zip", progress=False, validate=download.archive_problem)
+    assert record["url"] == urls[1]
+
+
+def _zip_bytes(files: dict[str, str]) -> bytes:
+    stream = io.BytesIO()
+    with zipfile.ZipFile(stream, "w") as bundle:
+        for name, text in files.items():
+            bundle.writestr(name, text)
+    return stream.getvalue()
 
 
 def test_missing_and_unreachable_mirrors_are_skipped(server, tmp_path):
@@ -314,7 +346,7 @@ def test_download_voc_end_to_end(server, voc_mirror, tmp_path):
 def test_voc_download_resumes_after_a_failed_mirror_run(server, voc_mirror, tmp_path):
     root = tmp_path / "data"
     (server.directory / "mirror" / "list.zip").rename(server.directory / "list.zip")  # one file missing
-    with pytest.raises(DownloadError, match=r"list\.zip.*by hand") as caught:
+    with pytest.raises(DownloadError, match=r"(?s)list\.zip.*by hand") as caught:
         download_dataset("voc", root, mirrors=[voc_mirror], progress=False)
     assert str(root / "downloads" / "list.zip") in str(caught.value)
     assert not (root / "PascalVOC12").exists()  # nothing extracted before every archive is there
@@ -323,6 +355,18 @@ def test_voc_download_resumes_after_a_failed_mirror_run(server, voc_mirror, tmp_
     result = download_dataset("voc", root, mirrors=[voc_mirror], progress=False, keep_archives=True)
     assert server.requests == [("/mirror/list.zip", None)]  # the other two were kept and verified
     assert result["problems"] == [] and (root / "downloads" / "list.zip").is_file()
+
+
+def test_extraction_interrupted_before_its_marker_is_redone_into_the_existing_folders(server, voc_mirror, tmp_path):
+    root = tmp_path / "data"
+    download_dataset("voc", root, mirrors=[voc_mirror], progress=False, keep_archives=True, check=False)
+    for marker in (root / "downloads").glob(".*.arranged"):  # as if the run had stopped after moving
+        marker.unlink()
+    (root / "PascalVOC12" / "splits" / "val.txt").unlink()  # ... and before finishing the last move
+    server.requests.clear()
+    result = download_dataset("voc", root, mirrors=[voc_mirror], progress=False)
+    assert server.requests == [] and result["problems"] == []  # archives verified, not fetched again
+    assert (root / "PascalVOC12" / "splits" / "val.txt").is_file()
 
 
 def test_download_ade_end_to_end(server, tmp_path, monkeypatch):
@@ -352,18 +396,24 @@ def test_cli_download_prints_the_check_or_the_manual_instructions(server, tmp_pa
     assert code == 2 and "by hand" in error and str(tmp_path / "voc" / "downloads" / "list.zip") in error
 
 
-def test_mib_index_files_are_fetched_validated_and_absent_ones_noted(server, tmp_path):
+def test_mib_index_files_are_validated_and_absent_ones_noted(server, tmp_path):
     _serve(server, "MiB/data/voc/15-5s-ov/train-3.npy", _npy(np.array([0, 5, 10581])))
     _serve(server, "MiB/data/ade/100-50/train-0.npy", _npy(np.arange(100, dtype=np.int64)))
-    _serve(server, "MiB/data/voc/19-1/train-0.npy", _npy(np.array([3, 10582])))  # out of range: invalid
+    _serve(server, "MiB/data/voc/19-1/train-0.npy", _npy(np.array([3, 10582])))  # out of range: rejected
+    _serve(server, "copy/data/voc/19-1/train-0.npy", _npy(np.array([3, 10581], dtype=np.int32)))
     root = tmp_path / "data"
-    result = download_dataset("mib-index", root, mirrors=[f"{server.url}/MiB/"], progress=False)
-    assert [record["images"] for record in result["files"]] == [3, 100]
+    result = download_dataset("mib-index", root, mirrors=[f"{server.url}/MiB/", f"{server.url}/copy"], progress=False)
+    assert {record["name"]: record["url"].split("/")[3] for record in result["files"]} == {
+        "data/voc/19-1/train-0.npy": "copy", "data/voc/15-5s-ov/train-3.npy": "MiB",
+        "data/ade/100-50/train-0.npy": "MiB"}
     assert mib_index_path(root / "mib-index" / "voc", "15-1", 3, overlapped=True).is_file()
-    assert len(result["problems"]) == 1 and "10582" in result["problems"][0]
-    assert not (root / "mib-index" / "voc" / "19-1" / "train-0.npy").exists()  # a rerun fetches it again
-    assert any("not in MiB's repository" in note for note in result["notes"])
-    with pytest.raises(DownloadError, match="github.com/fcdl94/MiB"):
+    assert any("not in MiB's repository" in note and "data/ade/50b/train-2.npy" in note for note in result["notes"])
+
+    with pytest.raises(DownloadError, match=r"(?s)19-1/train-0\.npy.*10582.*github\.com/fcdl94/MiB"):
+        download_dataset("mib-index", tmp_path / "other", mirrors=[f"{server.url}/MiB/"], progress=False)
+    assert (tmp_path / "other" / "mib-index" / "ade" / "100-50" / "train-0.npy").is_file()  # valid ones kept
+    assert not (tmp_path / "other" / "mib-index" / "voc" / "19-1" / "train-0.npy").exists()
+    with pytest.raises(DownloadError, match="no index file was found"):
         download_dataset("mib-index", tmp_path / "empty", mirrors=[f"{server.url}/nothing/"], progress=False)
 
 

@@ -21,11 +21,9 @@ import hashlib
 import http.client
 import os
 import shutil
-import tarfile
 import time
 import urllib.error
 import urllib.request
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -33,6 +31,7 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
+from .archives import UnsafeArchiveError, archive_problem, safe_extract  # noqa: F401 (UnsafeArchiveError re-exported)
 from .check import STANDARD_SIZES, check_dataset, format_report
 from .errors import DatasetError
 from .mib_index import load_mib_index
@@ -109,10 +108,6 @@ class DownloadError(RuntimeError):
         return bool(self.failures) and all(not_found for _, _, not_found in self.failures)
 
 
-class UnsafeArchiveError(DatasetError):
-    """An archive member would be written outside the extraction folder (``..``, absolute path, link)."""
-
-
 class _MirrorFailed(Exception):
     def __init__(self, reason: str, not_found: bool = False) -> None:
         super().__init__(reason)
@@ -169,6 +164,21 @@ def _total_from_content_range(value: Optional[str]) -> Optional[int]:
     return int(total) if total.isdigit() else None
 
 
+def _stream(response, part: Path, start: int, total: Optional[int], progress: bool) -> Optional[str]:
+    """Write the body to ``part`` (appended at ``start`` > 0); return why it stopped early, if it did."""
+    with open(part, "ab" if start else "wb") as stream, tqdm(
+            total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=part.name[:-len(".part")], disable=not progress) as bar:
+        try:
+            while block := response.read(CHUNK_BYTES):
+                stream.write(block)
+                bar.update(len(block))
+        except (OSError, http.client.HTTPException) as error:  # reset or timeout mid-body
+            return str(error) or type(error).__name__
+    now = part.stat().st_size
+    return "short read" if total is not None and now < total else None
+
+
 def _fetch(url: str, part: Path, size: Optional[int], progress: bool, timeout: float,
            log: Callable[[str], None]) -> None:
     """Bring ``part`` to the full file from ``url``, resuming with HTTP Range after interruptions."""
@@ -192,55 +202,55 @@ def _fetch(url: str, part: Path, size: Optional[int], progress: bool, timeout: f
                 part.unlink()
                 continue
             raise _MirrorFailed(f"HTTP {error.code} {error.reason}", not_found=error.code in (404, 410)) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:  # refused, DNS, timeout
+        except (OSError, http.client.HTTPException) as error:  # refused, DNS, timeout (URLError is an OSError)
             raise _MirrorFailed(str(getattr(error, "reason", error)) or type(error).__name__) from None
         with response:
             start = have if response.status == 206 else 0  # 200: the server ignored Range, start over
             if start and not response.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
                 part.unlink()  # a range we did not ask for: start over
                 continue
-            length = response.headers.get("Content-Length")
-            total = start + int(length) if length and length.isdigit() else None
-            if start:
-                total = _total_from_content_range(response.headers.get("Content-Range")) or total
+            length = response.headers.get("Content-Length", "")
+            total = _total_from_content_range(response.headers.get("Content-Range")) if start else None
+            total = total or (start + int(length) if length.isdigit() else None)
             if size is not None and total is not None and total != size:
                 raise _MirrorFailed(f"serves {total:,} bytes, expected {size:,}")
-            interrupted = None
-            with open(part, "ab" if start else "wb") as stream, tqdm(
-                    total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-                    desc=part.name[:-len(".part")], disable=not progress) as bar:
-                try:
-                    while block := response.read(CHUNK_BYTES):
-                        stream.write(block)
-                        bar.update(len(block))
-                except (OSError, http.client.HTTPException) as error:  # reset or timeout mid-body
-                    interrupted = str(error) or type(error).__name__
-        now = part.stat().st_size
-        if interrupted is None and (total is None or now >= total):
+            interrupted = _stream(response, part, start, total, progress)
+        if interrupted is None:
             return
+        now = part.stat().st_size
         stalls = 0 if now > have else stalls + 1
         if stalls >= MAX_STALLS:
-            raise _MirrorFailed(f"interrupted {MAX_STALLS} times without progress ({interrupted or 'short read'}); "
+            raise _MirrorFailed(f"interrupted {MAX_STALLS} times without progress ({interrupted}); "
                                 f"{now:,} bytes kept in {part}")
-        log(f"{url}: interrupted at {now:,} bytes ({interrupted or 'short read'}); resuming")
+        log(f"{url}: interrupted at {now:,} bytes ({interrupted}); resuming")
         time.sleep(min(2 ** stalls - 1, 30))
 
 
 def download_file(urls: str | Sequence[str], destination: str | Path, checksum: Optional[str] = None,
                   size: Optional[int] = None, progress: bool = True, *, timeout: float = 60.0,
+                  validate: Optional[Callable[[Path], Optional[str]]] = None,
                   log: Optional[Callable[[str], None]] = None) -> dict:
     """Download ``destination`` from the first mirror in ``urls`` that delivers the right bytes.
 
     The data goes to ``<destination>.part`` (resumed with HTTP Range, restarted if a server ignores
     Range) and is renamed once its size and checksum match; a mismatch deletes the part and moves on
-    to the next mirror. An existing ``destination`` is verified instead of fetched. Returns
-    `verify_file`'s dict plus "url" (None when the file was already there); raises `DownloadError`
-    with manual instructions when every mirror fails.
+    to the next mirror, and so does a problem returned by ``validate(path)`` (for example an HTML
+    error page where an archive was expected). A resumed download that fails verification is
+    fetched once more from the start. An existing ``destination`` is verified instead of fetched.
+    Returns `verify_file`'s dict plus "url" (None when the file was already there); raises
+    `DownloadError` with manual instructions when every mirror fails.
     """
     urls = [urls] if isinstance(urls, str) else list(urls)
     destination, log = Path(destination), log or (lambda message: None)
+
+    def inspect(path: Path) -> dict:
+        found = verify_file(path, checksum, size)
+        if found["problem"] is None and validate is not None:
+            found["problem"] = validate(path)
+        return found
+
     if destination.is_file():
-        found = verify_file(destination, checksum, size)
+        found = inspect(destination)
         if found["problem"]:
             raise DownloadError(f"{destination} exists but {found['problem']}: it is not the expected file. "
                                 "Delete it (or replace it with the right file) and run again.")
@@ -249,20 +259,25 @@ def download_file(urls: str | Sequence[str], destination: str | Path, checksum: 
     part = destination.with_name(destination.name + ".part")
     failures: list[tuple[str, str, bool]] = []
     for url in urls:
-        try:
-            _fetch(url, part, size, progress, timeout, log)
-        except _MirrorFailed as error:
-            failures.append((url, str(error), error.not_found))
-            log(f"{url}: {error}")
-            continue
-        found = verify_file(part, checksum, size)
-        if found["problem"]:
+        for attempt in ("resume", "from scratch"):
+            resumed = part.exists()  # bytes from an earlier run or another mirror
+            try:
+                _fetch(url, part, size, progress, timeout, log)
+            except _MirrorFailed as error:
+                failures.append((url, str(error), error.not_found))
+                log(f"{url}: {error}")
+                break
+            found = inspect(part)
+            if found["problem"] is None:
+                os.replace(part, destination)
+                return {**found, "path": str(destination), "url": url}
             part.unlink()
+            if resumed and attempt == "resume":  # the kept prefix may be what was wrong
+                log(f"{url}: the resumed download {found['problem']}; fetching it again from the start")
+                continue
             failures.append((url, f"rejected: the download {found['problem']}", False))
             log(f"{url}: rejected, the download {found['problem']}")
-            continue
-        os.replace(part, destination)
-        return {**found, "path": str(destination), "url": url}
+            break
     message = _manual_instructions(destination.name, urls, destination, size, checksum, failures)
     if part.exists():
         message += f"\n(The partial download {part} is kept; the next run resumes it.)"
@@ -270,72 +285,6 @@ def download_file(urls: str | Sequence[str], destination: str | Path, checksum: 
 
 
 # ---------------------------------------------------------------- extraction
-
-def _unsafe_name(name: str) -> Optional[str]:
-    posix = name.replace("\\", "/")
-    if posix.startswith("/") or (len(posix) > 1 and posix[1] == ":"):
-        return "is an absolute path"
-    if ".." in PurePosixPath(posix).parts:
-        return "contains '..'"
-    return None
-
-
-def _outside(relative: str, target: str) -> bool:
-    resolved = os.path.normpath(os.path.join(target, relative))
-    return resolved != target and not resolved.startswith(target + os.sep)
-
-
-def _tar_problems(archive: tarfile.TarFile, target: str) -> list[str]:
-    problems, links = [], set()
-    for member in archive.getmembers():
-        name = member.name.rstrip("/")
-        reason = _unsafe_name(member.name)
-        if reason is None and member.issym():
-            if member.linkname.startswith("/") or _outside(os.path.join(os.path.dirname(name), member.linkname), target):
-                reason = f"is a symlink to {member.linkname!r}, outside the target folder"
-        elif reason is None and member.islnk():
-            if member.linkname.startswith("/") or _outside(member.linkname, target):
-                reason = f"is a hard link to {member.linkname!r}, outside the target folder"
-        elif reason is None and (member.isdev() or member.isfifo()):
-            reason = "is a device or pipe"
-        if reason is None and any(parent in links for parent in PurePosixPath(name).parents):
-            reason = "is written through a symlink of the archive"
-        if member.issym():
-            links.add(PurePosixPath(os.path.normpath(name)))
-        if reason:
-            problems.append(f"{member.name!r} {reason}")
-    return problems
-
-
-def safe_extract(archive: str | Path, target: str | Path) -> Path:
-    """Extract a tar or zip archive into ``target``, refusing it whole if any member would escape.
-
-    Refused: absolute paths, ``..`` components, symlinks and hard links pointing outside ``target``,
-    members written through a symlink, device files. Nothing is written when a member is refused.
-    """
-    archive, target = Path(archive), Path(target).resolve()
-    base = str(target)
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as bundle:
-            problems = [f"{name!r} {reason}" for name in bundle.namelist() if (reason := _unsafe_name(name))]
-            if not problems:
-                target.mkdir(parents=True, exist_ok=True)
-                bundle.extractall(target)
-    elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as bundle:
-            problems = _tar_problems(bundle, base)
-            if not problems:
-                target.mkdir(parents=True, exist_ok=True)
-                extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # checks again when available
-                bundle.extractall(target, **extra)
-    else:
-        raise DatasetError(f"{archive} is neither a tar nor a zip archive; delete it and download it again")
-    if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise UnsafeArchiveError(f"refusing to extract {archive}: {shown}. The archive is damaged or not the "
-                                 "published file; delete it and download it again.")
-    return target
-
 
 def _locate(staging: Path, inner: str, archive_name: str) -> Path:
     """The folder ``inner`` of an extracted archive (also when the archive wraps it in another folder)."""
@@ -395,10 +344,11 @@ def download_dataset(name: str, root: str | Path, mirrors: Optional[Sequence[str
     for remote in pending:  # every download first: a dead mirror shows up before any long extraction
         try:
             record = download_file(_urls(remote, mirrors), downloads / remote.name, remote.checksum, remote.size,
-                                   progress, timeout=timeout, log=log)
+                                   progress, timeout=timeout, validate=archive_problem, log=log)
             result["files"].append({"name": remote.name, **record})
         except DownloadError as error:
-            failures.append(error)
+            usual = f"\nIts usual sources: {', '.join(remote.urls)}" if mirrors is not None else ""
+            failures.append(DownloadError(f"{error}{usual}", error.failures))
     if failures:
         raise DownloadError("\n\n".join(str(error) for error in failures),
                             [failure for error in failures for failure in error.failures])
@@ -432,37 +382,44 @@ def download_dataset(name: str, root: str | Path, mirrors: Optional[Sequence[str
     return result
 
 
+def _index_problem(path: Path, num_images: int) -> Optional[str]:
+    """None for a valid index file (`load_mib_index`), else why it is not one."""
+    try:
+        load_mib_index(path, num_images)
+    except DatasetError as error:
+        return str(error)
+    return None
+
+
 def _download_mib_index(root: Path, mirrors: Optional[Sequence[str]], progress: bool, timeout: float,
                         log: Optional[Callable[[str], None]], result: dict) -> dict:
-    """Fetch MiB's index files into ``<root>/mib-index/<dataset>/<task>/`` and validate each one."""
+    """Fetch MiB's index files into ``<root>/mib-index/<dataset>/<task>/``, each validated by `load_mib_index`.
+
+    A file missing on every mirror (404) is noted, not an error: MiB computes such files at run time.
+    """
     absent, failures = [], []
     for remote in tqdm(DATASETS["mib-index"], desc="MiB index files", unit="file", disable=not progress):
-        dataset = remote.name.split("/")[1]
-        destination = root / "mib-index" / remote.name.removeprefix("data/")
+        num_images = STANDARD_SIZES[remote.name.split("/")[1]]["train"]
         try:
-            record = download_file(_urls(remote, mirrors), destination, progress=False, timeout=timeout, log=log)
+            record = download_file(_urls(remote, mirrors), root / "mib-index" / remote.name.removeprefix("data/"),
+                                   progress=False, timeout=timeout, log=log,
+                                   validate=lambda path: _index_problem(path, num_images))  # noqa: B023
         except DownloadError as error:
             if error.not_found:
                 absent.append(remote.name)
             else:
                 failures.append(error)
             continue
-        try:
-            record["images"] = len(load_mib_index(destination, STANDARD_SIZES[dataset]["train"]))
-        except DatasetError as error:
-            destination.unlink()  # a rerun fetches it again
-            result["problems"].append(str(error))
-            continue
         result["files"].append({"name": remote.name, **record})
-    if failures or not result["files"] and not result["problems"]:
-        details = "\n\n".join(str(error) for error in failures) or "every file answered 'not found' on every mirror"
+    if failures or not result["files"]:
+        details = "\n\n".join(str(error) for error in failures) or "no index file was found on any mirror"
         raise DownloadError(f"{details}\n\nMiB's index files are the folder data/ of https://github.com/fcdl94/MiB: "
-                            f"clone or download that repository and copy data/voc and data/ade into {root / 'mib-index'}",
+                            f"download that repository and copy data/voc and data/ade into {root / 'mib-index'}",
                             [failure for error in failures for failure in error.failures])
     if absent:
-        result["notes"].append(f"{len(absent)} file(s) are not in MiB's repository (404 on every mirror), "
-                               f"MiB computes them at run time: {', '.join(absent)}")
-    result["notes"].append(f"use them with --index-dir {root / 'mib-index' / 'voc'} (or .../ade)")
+        result["notes"].append(f"{len(absent)} file(s) are not in MiB's repository (404 on every mirror); "
+                               f"MiB computes those at run time: {', '.join(absent)}")
+    result["notes"].append(f"use them with --index-dir {root / 'mib-index' / 'voc'} (or {root / 'mib-index' / 'ade'})")
     return result
 
 

@@ -90,13 +90,21 @@ def caveats(history: Sequence[dict], config: dict[str, Any], records: Sequence[P
     """What makes this run's numbers differ from the papers' besides the method itself."""
     data = config["data"]
     if not records:
-        return [f"no published numbers for {config['method']} on {data['dataset']} {data['task']} ({run_setting(config)})"]
+        return [f"no published numbers for {config['method']} on {data['dataset']} {data['task']} "
+                f"({run_setting(config)})"]
     found = []
     expected = 1 if config["method"] == "joint" else get_task(data["dataset"], data["task"]).num_steps
     if len(history) < expected:
         found.append(f"the run stopped after {len(history)} of {expected} steps: its numbers are not final")
-    if config.get("preset") != "paper":
-        found.append(f"preset '{config.get('preset')}' is not the papers' recipe: their numbers are not expected")
+    preset = config.get("preset")
+    if preset == "colab":
+        found.append("preset 'colab': the paper recipe with 12 images per BatchNorm batch and mixed precision; "
+                     "expect some difference")
+    elif preset != "paper":
+        found.append(f"preset '{preset}' is not the papers' recipe: the numbers are not comparable in size")
+    if preset in ("paper", "colab"):
+        found.append("public reproductions differ from the papers by 1-2 points between environments, "
+                     "and 15-1 / 10-1 vary strongly with the seed: compare means over seeds")
     if data.get("order"):
         found.append("custom class order: the papers use the numeric order (MiB's ADE rows average several)")
     if data["dataset"] == "ade" and data.get("ade_class0") != "score" and any(
@@ -108,6 +116,10 @@ def caveats(history: Sequence[dict], config: dict[str, Any], records: Sequence[P
         found.append("ADE class 0 was scored: its pixels count against the other classes, unlike in the "
                      "class-0-ignored rows (MiB, SDR)")
     return found
+
+
+def _rounded(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 3)
 
 
 def _number(value: Optional[float], rounding: float = 0.1) -> str:
@@ -135,7 +147,7 @@ def comparison_rows(comparison: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield {"method": comparison["method"], "dataset": comparison["dataset"], "task": comparison["task"],
                    "setting": comparison["setting"], "source": row["source"], "paper_method": row["paper_method"],
                    "background": row["background"], "quantity": cell["name"], "published": cell["published"],
-                   "run": cell["run"], "difference": cell["difference"], "status": cell["status"],
+                   "run": _rounded(cell["run"]), "difference": _rounded(cell["difference"]), "status": cell["status"],
                    "flag": row["flag"]}
 
 

@@ -62,11 +62,13 @@ def group_runs(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     a group: its seeds, mean and std of every final quantity (percent), per-step values, and the
     published rows. `variant` names the settings that tell groups apart beyond method/dataset/task/setting."""
     grouped: dict[str, list[dict]] = {}
+    flats: dict[str, dict[str, Any]] = {}  # group key -> its settings as {"train.lr": 0.01, ..., "steps": 2}
     for run in runs:
         settings = {k: v for k, v in _flat(run["config"]).items() if k not in NOT_GROUPED}
-        grouped.setdefault(json.dumps([settings, len(run["history"])], sort_keys=True), []).append(run)
-    flats = {key: {**{k: v for k, v in _flat(members[0]["config"]).items() if k not in NOT_GROUPED},
-                   "steps": len(members[0]["history"])} for key, members in grouped.items()}
+        settings["steps"] = len(run["history"])
+        key = json.dumps(settings, sort_keys=True)
+        grouped.setdefault(key, []).append(run)
+        flats[key] = settings
     shown = ("method", "data.dataset", "data.task", "data.setting")
     varying = sorted({k for flat in flats.values() for k in flat
                       if k not in shown and len({json.dumps(f.get(k)) for f in flats.values()}) > 1})
@@ -79,8 +81,8 @@ def group_runs(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                  "variant": ", ".join(f"{k}={flats[key].get(k)}" for k in varying),
                  "seeds": sorted(run["config"]["train"]["seed"] for run in members), "runs": len(members),
                  "steps": len(members[0]["history"]), "run_dirs": [run["dir"] for run in members],
-                 "per_step": {q: [[100 * entry["summary"][q] if entry["summary"][q] is not None else math.nan
-                                   for entry in run["history"]] for run in members] for q in QUANTITIES}}
+                 "per_step": {q: [[100 * entry["summary"][q] for entry in run["history"]] for run in members]
+                              for q in QUANTITIES}}  # runs x steps, NaN where a group is empty
         for quantity in QUANTITIES:
             group[quantity] = _mean_std([100 * run["history"][-1]["summary"][quantity] for run in members])
         group["published"] = lookup(group["method"], group["dataset"], group["task"], group["setting"])
@@ -106,6 +108,7 @@ def format_report(groups: Sequence[dict[str, Any]]) -> str:
     """The table: one line per group of seeds, the published rows indented beneath it."""
     table = [["method", "dataset", "task", "setting", "seeds", *HEADINGS.values(), "source"]]
     footnotes: list[str] = []
+    notes: dict[str, list[str]] = {}  # caveat -> the groups it applies to
     for group in groups:
         source = "this project" + (f" ({group['variant']})" if group["variant"] else "")
         table.append([group["method"], group["dataset"], group["task"], group["setting"],
@@ -121,14 +124,17 @@ def format_report(groups: Sequence[dict[str, Any]]) -> str:
             table.append([f"  {record.paper_method}", "", "", "", "paper",
                           *["" if columns.get(q) is None else f"{columns[q]:.{precision}f}" for q in QUANTITIES],
                           label])
-        footnotes += [f"    note ({group['method']} {group['task']} {group['setting']}): {c}" for c in group["caveats"]]
+        for caveat in group["caveats"]:
+            notes.setdefault(caveat, []).append(f"{group['method']} {group['task']} {group['setting']}")
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table]
     lines.insert(1, "-" * len(lines[0]))
     lines.append("mIoU % after the last step; mean ± sample std over seeds. old/new/all leave background "
                  "(ADE class 0) out of the mean, old+bg/all+bg count it; each paper row sits in the columns "
                  "of its own convention.")
-    return "\n".join(lines + footnotes)
+    notes_text = [f"note ({'; '.join(labels) if len(labels) < len(groups) else 'every group'}): {caveat}"
+                  for caveat, labels in notes.items()]
+    return "\n".join(lines + footnotes + notes_text)
 
 
 def report_rows(groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -140,7 +146,9 @@ def report_rows(groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                "runs": group["runs"], "steps": group["steps"], "run_dirs": " ".join(group["run_dirs"]),
                "source": "this project", "note": "; ".join(group["caveats"])}
         for quantity in QUANTITIES:
-            row[f"{quantity}_mean"], row[f"{quantity}_std"] = group[quantity]
+            mean, std = group[quantity]
+            row[f"{quantity}_mean"] = None if mean is None else round(mean, 3)
+            row[f"{quantity}_std"] = None if std is None else round(std, 3)
         rows.append(row)
         for record in group["published"]:
             rows.append({"kind": "published", **common, "source": record.source, "paper_method": record.paper_method,
