@@ -13,6 +13,16 @@ A method (cslearn.methods) is a weighted list of these names.
 | unbiased_kd            | distillation   | MiB UNKD, §3                  | yes             |
 | bce_distillation       | distillation   | LwF-MC (iCaRL), §2            | yes             |
 | feature_distillation   | distillation   | ILT, §2                       | yes             |
+| prototype_matching     | latent (SDR)   | SDR prototypes matching, §5.3 | yes             |
+| attraction             | latent (SDR)   | SDR attraction, §5.4          | no              |
+| repulsion              | latent (SDR)   | SDR repulsion, §5.5           | no              |
+| feature_sparsity       | latent (SDR)   | SDR sparsification, §5.6      | no              |
+| contrastive_distillation | contrastive  | UCD, §6                       | yes             |
+| pseudo_label_ce        | classification | PLOP pseudo-label CE, §4.2    | no              |
+| local_pod              | distillation   | PLOP Local POD, §4.1          | yes             |
+
+REWRITERS holds the target rewriters (PLOP's `plop_pseudo_labels`, §4.2).
+(§ numbers refer to the methods reference the implementations were written from.)
 """
 from __future__ import annotations
 
@@ -59,6 +69,15 @@ REWRITERS: dict[str, type[TargetRewriter]] = {
 }
 
 __all__ = [
+    "Attraction",
+    "ContrastiveDistillation",
+    "EntropyPseudoLabels",
+    "FeatureSparsity",
+    "LocalPOD",
+    "PrototypeBank",
+    "PrototypeMatching",
+    "PseudoLabelCrossEntropy",
+    "Repulsion",
     "REWRITERS",
     "SharedState",
     "StepContext",

@@ -107,27 +107,28 @@ def chunk_loss_sum(anchors: torch.Tensor, contrast: torch.Tensor, anchor_labels:
                    unshifted_negatives: bool = False) -> torch.Tensor:
     """Σ_i ℓ_i over a chunk of R anchor rows (rows first_row.. of the anchor set), exactly.
 
-    Every per-row buffer is (R, N_c): similarities, masks, weights; masks are boolean label
-    comparisons. ℓ_i needs only row i, so chunks are independent and their sum is exact.
+    ℓ_i needs only row i, so chunks are independent and their sum is exact. Per positive,
+    −log(e^{s_ij} / (e^{s_ij} + e^{n_i})) = softplus(n_i − s_ij), n_i = log Σ_{k∈N_i} e^{s_ik}; so
+        Σ_i ℓ_i = Σ_ij A_ij · softplus(n_i − s_ij),   A_ij = [j ∈ P_i] · W_ij / |P_i|  (no gradient),
+    which keeps few (R, N_c) float32 buffers for backward (the logsumexp input, the softplus input and
+    A). Masks are boolean label comparisons; the non-differentiable ones are built in place.
     """
     num_rows = anchors.shape[0]
     similarity = (anchors @ contrast.T).div_(temperature)  # (R, N_c) s_ij
     row_max = similarity.detach().amax(dim=1, keepdim=True)  # (R, 1) M_i (= 1/τ via the own copy)
     logits = similarity.sub_(row_max)  # (R, N_c) s_ij − M_i, one shift for numerator and denominator
-    negative = anchor_labels[:, None] != contrast_labels[None, :]  # (R, N_c) bool
-    log_negatives = torch.logsumexp(logits.masked_fill(~negative, float("-inf")), dim=1,
-                                    keepdim=True)  # (R, 1) log Σ_{k∈N_i} e^{s_ik − M_i}
+    same_label = anchor_labels[:, None] == contrast_labels[None, :]  # (R, N_c) bool, not negatives
+    # finfo.min rather than -inf: rows without negatives get n_i ≈ -3e38 and no NaN gradients
+    log_negatives = torch.logsumexp(logits.masked_fill(same_label, torch.finfo(logits.dtype).min),
+                                    dim=1, keepdim=True)  # (R, 1) n_i − M_i
     if unshifted_negatives:  # official-code quirk (§6.7 item 1): negatives carry e^{M_i}
         log_negatives = log_negatives + row_max
-    log_prob = logits - torch.logaddexp(logits, log_negatives)  # (R, N_c) log e^s/(e^s + Neg)
-    positive = ~negative  # (R, N_c) same label ...
     row = torch.arange(num_rows, device=anchors.device)  # (R,)
-    positive[row, row + first_row] = False  # ... except the anchor's own detached copy
-    weights = anchor_probs @ contrast_probs.T  # (R, N_c) W_ij = q_i·q_j
-    new_pairs = anchor_ground_truth[:, None] & contrast_ground_truth[None, :]  # (R, N_c) both GT new
-    weights = weights.masked_fill(new_pairs, 1.0)  # (R, N_c)
-    row_sums = (weights * log_prob).masked_fill(~positive, 0.0).sum(dim=1)  # (R,)
-    return -(row_sums / num_positives.clamp(min=1)).sum()  # () Σ_i ℓ_i, 0 for rows without P_i
+    same_label[row, row + first_row] = False  # positives: same label, except the anchor's own copy
+    coefficients = anchor_probs @ contrast_probs.T  # (R, N_c) W_ij = q_i·q_j
+    coefficients.masked_fill_(anchor_ground_truth[:, None] & contrast_ground_truth[None, :], 1.0)  # GT new pairs
+    coefficients.masked_fill_(~same_label, 0.0).div_(num_positives.clamp(min=1)[:, None])  # (R, N_c) A_ij
+    return (coefficients * F.softplus(log_negatives - logits)).sum()  # () Σ_i ℓ_i, 0 for rows without P_i
 
 
 class ContrastiveDistillation(LossTerm):
