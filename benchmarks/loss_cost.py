@@ -45,7 +45,7 @@ def make_batch(dataset: str, batch_size: int, size: int = 512, low: int = 32, se
 
     def output(channels: int, grad: bool) -> SegOutput:
         features = {name: leaf(batch_size, c, s, s, grad=grad) for name, (c, s) in STAGES.items()}
-        features["body"] = leaf(batch_size, 2048, low, low, grad=grad).relu()  # post-ReLU like torchvision
+        features["body"] = torch.randn(batch_size, 2048, low, low, generator=generator).relu().requires_grad_(grad)
         features["pre_logits"] = leaf(batch_size, 256, low, low, grad=grad)
         features["logits_low"] = leaf(batch_size, channels, low, low, grad=grad)
         return SegOutput(logits=leaf(batch_size, channels, size, size, grad=grad), features=features)
@@ -78,14 +78,29 @@ def runner(kind: str, name: str, batch: Batch):
         term = objective.terms.get(name) or TERMS[name]()
     else:
         objective = objective_for_step(METHODS[name], 1)
+    # PLOP's threshold pass runs the old model over the step's loader: here one batch, whose old
+    # output is the batch's own.
+    old_model = FixedOutput(batch.old)
     objective.begin_step(StepContext(step=1, num_old=batch.num_old, num_new=batch.num_new, model=None,
-                                     old_model=None, train_loader=[], device=torch.device("cpu")))
+                                     old_model=old_model, train_loader=[(batch.images, batch.targets)],
+                                     device=torch.device("cpu")))
 
     def run():
         prepared = objective.prepare(batch)
         loss = term(prepared) if kind == "term" else objective(prepared)[0]
         loss.backward()
     return run
+
+
+class FixedOutput(torch.nn.Module):
+    """A stand-in old model that returns a fixed SegOutput."""
+
+    def __init__(self, output: SegOutput) -> None:
+        super().__init__()
+        self.output = output
+
+    def forward(self, images: torch.Tensor) -> SegOutput:
+        return self.output
 
 
 def measure_memory(dataset: str, kind: str, name: str, batch_size: int) -> float:
