@@ -58,10 +58,11 @@ def write_text(path: Path, text: str) -> None:
     _write_atomically(path, lambda stream: stream.write(text.encode()))
 
 
-def claim_run_directory(run_dir: Path, config: RunConfig) -> None:
+def claim_run_directory(run_dir: Path, config: RunConfig, write: bool = True) -> None:
     """Write `config.json` in a new run directory, or check that an existing one matches.
 
     Resuming with other settings would silently mix two experiments, so it is refused.
+    `write=False` only checks (the processes other than rank 0 of a distributed run).
     """
     run_dir = Path(run_dir)
     config_file = run_dir / "config.json"
@@ -72,4 +73,5 @@ def claim_run_directory(run_dir: Path, config: RunConfig) -> None:
             raise RunDirectoryError(
                 f"run directory {run_dir} holds a run with other settings:\n  " + "\n  ".join(changed)
                 + "\nUse another --run-dir for a new experiment, or the same settings to resume this one.")
-    write_text(config_file, config.dumps())
+    if write:
+        write_text(config_file, config.dumps())

@@ -58,8 +58,10 @@ def run_protocol(config: RunConfig, run_dir: Path | str, *, progress: bool = Tru
     """
     run_dir = Path(run_dir)
     world = init_from_environment()
+    claim_run_directory(run_dir, config, write=False)  # every process refuses mixed settings...
+    barrier(world)
     if world.is_main:
-        claim_run_directory(run_dir, config)
+        claim_run_directory(run_dir, config)  # ...and rank 0 writes config.json
     barrier(world)
     task = get_task(config.data.dataset, config.data.task, config.data.order)
     method = get_method(config.method).for_task(task)
