@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from cslearn.losses import TERMS, Batch
-from cslearn.methods import METHODS, Method, Objective, Term, get_method, objective_for_step
+from cslearn.methods import METHODS, Method, Term, get_method, objective_for_step
 from cslearn.models.output import SegOutput
 from cslearn.protocol import get_task
 
