@@ -58,8 +58,10 @@ def in_colab() -> bool:
 
 
 def device() -> torch.device:
-    """The GPU when there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The GPU when there is one, else the CPU (the training loop's "auto" device)."""
+    from cslearn.continual import resolve_device
+
+    return resolve_device("auto")
 
 
 def fast_mode(environ: Optional[Mapping[str, str]] = None, cuda: Optional[bool] = None) -> bool:

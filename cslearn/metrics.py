@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-IGNORE_INDEX = 255
+from cslearn.protocol import IGNORE_INDEX  # noqa: F401 (re-exported; defined once in protocol)
 
 
 class ConfusionMatrix:

@@ -24,7 +24,7 @@ from matplotlib.patches import Patch
 from cslearn.metrics import ConfusionMatrix, forgetting
 from cslearn.palettes import get_palette
 
-IGNORE_INDEX = 255
+from cslearn.protocol import IGNORE_INDEX  # the one definition of the ignore label
 # ImageNet statistics, the normalisation of `cslearn.data.transforms` (a test checks they agree).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -21,7 +21,7 @@ import torch
 
 from cslearn.models.output import SegOutput
 
-IGNORE_INDEX = 255
+from cslearn.protocol import IGNORE_INDEX  # noqa: F401 (re-exported; defined once in protocol)
 
 
 @dataclass
