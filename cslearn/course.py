@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -145,7 +146,8 @@ def run_name(config: RunConfig) -> str:
         settings[section].pop(key, None)
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     data = config.data
-    return f"{data.dataset}-{data.task}-{data.setting}-{config.method}-{digest}"
+    method = re.sub(r"[^A-Za-z0-9+._=-]", "_", config.method)  # a spec's ":" and "," are not folder-safe everywhere
+    return f"{data.dataset}-{data.task}-{data.setting}-{method}-{digest}"
 
 
 class CourseRun(list):

@@ -151,9 +151,91 @@ METHODS["mib+sdr+ucd"] = dataclasses.replace(METHODS["mib+sdr"].extend(_UCD_TERM
 
 
 def get_method(name: str) -> Method:
+    """A `METHODS` entry, or a variant of one written as a method spec (see `parse_method`)."""
+    if ":" in name:
+        return parse_method(name)
     if name not in METHODS:
-        raise ValueError(f"unknown method '{name}'; known methods: {', '.join(METHODS)}")
+        raise ValueError(f"unknown method '{name}'; known methods: {', '.join(METHODS)} "
+                         f"(variants: 'mib:-unbiased_kd', see cslearn.methods.parse_method)")
     return METHODS[name]
+
+
+SPEC_HELP = ("a method spec is BASE:EDIT,EDIT,... with BASE a METHODS key and each EDIT one of "
+             "-term (drop), term=weight (reweight), +term=weight (add), term.option=value, "
+             "init=background|default; e.g. 'mib+sdr:-attraction,prototype_matching=0.1'")
+
+
+def _value(text: str) -> Any:
+    """"0.1" -> 0.1, "3" -> 3, "true"/"false" -> bool, "none" -> None, else the text."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_method(spec: str) -> Method:
+    """A method variant from one string, so that ablations are plain config values (stored in
+    checkpoints, compared on resume, used in run names):
+
+        "mib:-unbiased_kd"                                  MiB without unbiased KD
+        "mib:init=default"                                  MiB without its classifier init
+        "mib+sdr:-attraction,-repulsion,prototype_matching=0.1"
+        "mib+ucd:contrastive_distillation.uncertainty=false"
+        "ft:+kd=100"                                        fine-tuning plus KD
+
+    An explicit weight or option wins over the base method's per-task weights and per-dataset
+    options (a reweighted MiB KD stays as written on 15-1). The variant's name is the spec.
+    """
+    base_name, _, edits_text = spec.replace(" ", "").partition(":")
+    method = get_method(base_name)
+    terms = {term.name: term for term in method.terms}  # ordered
+    task_weights = {key: dict(weights) for key, weights in method.task_weights.items()}
+    dataset_options = {dataset: {term: dict(options) for term, options in per_term.items()}
+                       for dataset, per_term in method.dataset_options.items()}
+    init = method.classifier_init
+    for edit in filter(None, edits_text.split(",")):
+        key, has_value, value = edit.partition("=")
+        try:
+            if edit.startswith("-") and not has_value:
+                method._require([key[1:]])
+                del terms[key[1:]]
+                for weights in task_weights.values():
+                    weights.pop(key[1:], None)
+            elif key == "init":
+                if value not in ("background", "default"):
+                    raise ValueError(f"init is 'background' or 'default', not '{value}'")
+                init = value
+            elif key.startswith("+") and has_value:
+                if key[1:] in terms:
+                    raise ValueError(f"method '{base_name}' already has '{key[1:]}'; reweight it with {key[1:]}={value}")
+                terms[key[1:]] = Term(key[1:], float(value))
+            elif "." in key and has_value:
+                name, option = key.split(".", 1)
+                method._require([name])
+                terms[name] = dataclasses.replace(terms[name], options={**terms[name].options, option: _value(value)})
+                for per_term in dataset_options.values():
+                    per_term.get(name, {}).pop(option, None)
+                TERMS[name](**dict(terms[name].options))  # unknown option or bad value: fail now
+            elif has_value:
+                method._require([key])
+                terms[key] = dataclasses.replace(terms[key], weight=float(value))
+                for weights in task_weights.values():
+                    weights.pop(key, None)
+            else:
+                raise ValueError(f"cannot read '{edit}'")
+        except (ValueError, TypeError, KeyError) as error:
+            raise ValueError(f"bad method spec '{spec}' at '{edit}': {error}. {SPEC_HELP}") from None
+    if not terms:
+        raise ValueError(f"method spec '{spec}' removes every loss term; keep at least one. {SPEC_HELP}")
+    return dataclasses.replace(method, name=spec.replace(" ", ""), terms=tuple(terms.values()), classifier_init=init,
+                               task_weights=task_weights, dataset_options=dataset_options)
 
 
 class Objective:

@@ -132,3 +132,9 @@ def test_runs_share_step_0_and_reload_models(runs, capsys):
     assert ft.model(0, on="cpu").classes_per_step == [16]
     predictions = course.predict(model, torch.randn(2, 3, 64, 64))
     assert predictions.shape == (2, 64, 64) and predictions.dtype == torch.long and predictions.max() < 21
+
+
+def test_run_name_of_a_method_spec_is_folder_safe_and_distinct():
+    spec = course.run_name(course.course_config("mib+sdr:-attraction,prototype_matching=0.1", fast=True))
+    assert ":" not in spec and "," not in spec and "mib+sdr_-attraction_prototype_matching=0.1" in spec
+    assert spec != course.run_name(course.course_config("mib+sdr:-attraction,prototype_matching=0.2", fast=True))

@@ -1,6 +1,8 @@
 """Methods as data: the reference weights (methods.md §2-3, §7), ablation helpers, the objective."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -178,3 +180,55 @@ def test_needs_old_reflects_the_terms():
     assert objective_for_step(METHODS["mib"], 1).needs_old
     assert not objective_for_step(METHODS["ft"], 1).needs_old
     assert not objective_for_step(METHODS["joint"], 1).needs_old  # joint: always plain CE
+
+
+# ---- method specs: ablations as plain strings ----
+
+def test_spec_drops_reweights_adds_and_sets_options():
+    from cslearn.methods import parse_method
+
+    method = get_method("mib+sdr:-attraction,-repulsion,prototype_matching=0.1,+kd=2")
+    assert method.name == "mib+sdr:-attraction,-repulsion,prototype_matching=0.1,+kd=2"
+    assert method.term_names == ["unbiased_ce", "unbiased_kd", "prototype_matching", "feature_sparsity", "kd"]
+    weights = {term.name: term.weight for term in method.terms}
+    assert weights["prototype_matching"] == 0.1 and weights["kd"] == 2.0 and weights["feature_sparsity"] == 1e-3
+    assert method.classifier_init == "background"
+    assert parse_method("mib:init=default").classifier_init == "default"
+    ucd = get_method("mib+ucd:contrastive_distillation.uncertainty=false,contrastive_distillation.temperature=0.5")
+    assert dict(ucd.terms[-1].options) == {"uncertainty": False, "temperature": 0.5}
+
+
+def test_spec_weight_wins_over_the_task_specific_weight():
+    from cslearn.protocol import get_task
+
+    task = get_task("voc", "15-1")
+    assert {t.name: t.weight for t in get_method("mib").for_task(task).terms}["unbiased_kd"] == 100.0
+    assert {t.name: t.weight for t in get_method("mib:unbiased_kd=5").for_task(task).terms}["unbiased_kd"] == 5.0
+    assert get_method("mib:-unbiased_kd").for_task(task).term_names == ["unbiased_ce"]  # no KeyError
+
+
+def test_spec_option_wins_over_the_dataset_option():
+    from cslearn.protocol import get_task
+
+    plop = get_method("plop:local_pod.feature_weight=0.5").for_task(get_task("ade", "100-50"))
+    options = dict(plop.terms[1].options)
+    assert options["feature_weight"] == 0.5 and options["logits_weight"] == 1e-5
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nope:-kd", "unknown method 'nope'"),
+    ("mib:-kd", "has no term"),
+    ("mib:kd=3", "has no term"),
+    ("mib:+unbiased_kd=3", "already has"),
+    ("mib:+not_a_term=1", "unknown loss term"),
+    ("mib:unbiased_kd=abc", "could not convert"),
+    ("mib+ucd:contrastive_distillation.temprature=1", "temprature"),
+    ("mib:-unbiased_ce,-unbiased_kd", "removes every loss term"),
+    ("mib:init=random", "init is 'background' or 'default'"),
+    ("mib:unbiased_kd", "cannot read 'unbiased_kd'"),
+])
+def test_bad_specs_say_what_is_wrong_and_show_the_syntax(spec, message):
+    with pytest.raises(ValueError, match="(?s)" + re.escape(message) + ".*") as error:
+        get_method(spec)
+    if ":" in spec and not spec.startswith("nope"):
+        assert "BASE:EDIT" in str(error.value)

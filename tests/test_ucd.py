@@ -45,7 +45,8 @@ def make_batch(seed: int = 0, batch_size: int = 3, num_old: int = 4, num_new: in
     return Batch(torch.zeros(batch_size, 3, SIZE, SIZE), labels, out, old, num_old, num_new, step=1)
 
 
-def loop_reference(batch: Batch, temperature: float = 0.07, unshifted_negatives: bool = False) -> torch.Tensor:
+def loop_reference(batch: Batch, temperature: float = 0.07, unshifted_negatives: bool = False,
+                   uncertainty: bool = True) -> torch.Tensor:
     """methods.md §6.2-6.5 with python loops over pixels, anchors and contrast entries, in float64."""
     features, old_features = batch.out.features["pre_logits"], batch.old.features["pre_logits"]
     old_logits = batch.old.features["logits_low"]
@@ -79,7 +80,7 @@ def loop_reference(batch: Batch, temperature: float = 0.07, unshifted_negatives:
             negative_sum = negative_sum * torch.exp(max(s.detach() for s in similarity))
         loss = 0.0
         for j in positives:
-            weight = 1.0 if truth and contrast[j][3] else torch.dot(q, contrast[j][2])
+            weight = 1.0 if (truth and contrast[j][3]) or not uncertainty else torch.dot(q, contrast[j][2])
             positive = torch.exp(similarity[j])
             loss = loss - weight * torch.log(positive / (positive + negative_sum))
         losses.append(loss / len(positives))
@@ -109,6 +110,17 @@ def test_chunked_equals_loop_reference_and_dense(seed, unshifted_negatives):
         assert torch.allclose(value, expected, rtol=1e-5, atol=1e-5), (chunk_size, value, expected)
         assert torch.allclose(grad, expected_grad.float(), rtol=1e-4, atol=1e-5), chunk_size
     assert expected_grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_without_uncertainty_weight_equals_loop_reference_with_unit_weights(seed):
+    batch = make_batch(seed)
+    expected, expected_grad = value_and_gradient(lambda b: loop_reference(b, uncertainty=False), batch)
+    weighted, _ = value_and_gradient(ContrastiveDistillation(), batch)
+    value, grad = value_and_gradient(ContrastiveDistillation(chunk_size=7, uncertainty=False), batch)
+    assert torch.allclose(value, expected, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(grad, expected_grad.float(), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(value, weighted)  # the weight matters on these inputs
 
 
 def test_hand_computed_example():

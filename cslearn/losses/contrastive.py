@@ -104,7 +104,7 @@ def chunk_loss_sum(anchors: torch.Tensor, contrast: torch.Tensor, anchor_labels:
                    contrast_labels: torch.Tensor, anchor_probs: torch.Tensor, contrast_probs: torch.Tensor,
                    anchor_ground_truth: torch.Tensor, contrast_ground_truth: torch.Tensor,
                    num_positives: torch.Tensor, first_row: int, temperature: float,
-                   unshifted_negatives: bool = False) -> torch.Tensor:
+                   unshifted_negatives: bool = False, uncertainty: bool = True) -> torch.Tensor:
     """Σ_i ℓ_i over a chunk of R anchor rows (rows first_row.. of the anchor set), exactly.
 
     ℓ_i needs only row i, so chunks are independent and their sum is exact. Per positive,
@@ -125,7 +125,10 @@ def chunk_loss_sum(anchors: torch.Tensor, contrast: torch.Tensor, anchor_labels:
         log_negatives = log_negatives + row_max
     row = torch.arange(num_rows, device=anchors.device)  # (R,)
     same_label[row, row + first_row] = False  # positives: same label, except the anchor's own copy
-    coefficients = anchor_probs @ contrast_probs.T  # (R, N_c) W_ij = q_i·q_j
+    if uncertainty:
+        coefficients = anchor_probs @ contrast_probs.T  # (R, N_c) W_ij = q_i·q_j
+    else:  # ablation: every positive weighs 1 (plain supervised contrastive distillation)
+        coefficients = logits.new_ones(logits.shape)  # (R, N_c)
     coefficients.masked_fill_(anchor_ground_truth[:, None] & contrast_ground_truth[None, :], 1.0)  # GT new pairs
     coefficients.masked_fill_(~same_label, 0.0).div_(num_positives.clamp(min=1)[:, None])  # (R, N_c) A_ij
     return (coefficients * F.softplus(log_negatives - logits)).sum()  # () Σ_i ℓ_i, 0 for rows without P_i
@@ -165,7 +168,8 @@ class ContrastiveDistillation(LossTerm):
 
     Options: `temperature` τ (0.07); `chunk_size` anchor rows per chunk (1024); `max_anchors_per_class`
     (None = exact): keep at most this many random anchors and as many random old keys per class, which
-    bounds memory but changes the loss; `unshifted_negatives` (False): the official e^{1/τ} quirk.
+    bounds memory but changes the loss; `unshifted_negatives` (False): the official e^{1/τ} quirk;
+    `uncertainty` (True): False sets every W_ij to 1, the ablation of the uncertainty weight.
     Math runs in float32 with autocast disabled, so it works under bf16/fp16 autocast.
 
     Taught in notebook 08_ucd_contrastive_distillation.
@@ -175,7 +179,8 @@ class ContrastiveDistillation(LossTerm):
     needs_old: ClassVar[bool] = True
 
     def __init__(self, temperature: float = 0.07, chunk_size: int = 1024,
-                 max_anchors_per_class: Optional[int] = None, unshifted_negatives: bool = False) -> None:
+                 max_anchors_per_class: Optional[int] = None, unshifted_negatives: bool = False,
+                 uncertainty: bool = True) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -187,6 +192,7 @@ class ContrastiveDistillation(LossTerm):
         self.chunk_size = chunk_size
         self.max_anchors_per_class = max_anchors_per_class
         self.unshifted_negatives = unshifted_negatives
+        self.uncertainty = uncertainty
 
     def forward(self, batch: Batch) -> torch.Tensor:
         device_type = batch.out.features["pre_logits"].device.type
@@ -206,7 +212,8 @@ class ContrastiveDistillation(LossTerm):
             arguments = (pixels.anchors[chunk], pixels.contrast, pixels.anchor_labels[chunk],
                          pixels.contrast_labels, pixels.anchor_probs[chunk], pixels.contrast_probs,
                          pixels.anchor_ground_truth[chunk], pixels.contrast_ground_truth,
-                         num_positives[chunk], start, self.temperature, self.unshifted_negatives)
+                         num_positives[chunk], start, self.temperature, self.unshifted_negatives,
+                         self.uncertainty)
             if pixels.anchors.requires_grad and torch.is_grad_enabled():
                 total = total + checkpoint(chunk_loss_sum, *arguments, use_reentrant=False,
                                            preserve_rng_state=False)
