@@ -94,6 +94,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from cslearn.config import describe
     from cslearn.continual import run_protocol
     from cslearn.methods import get_method
     from cslearn.metrics import format_history
@@ -114,6 +115,9 @@ def command_run(args: argparse.Namespace) -> int:
           + f"; new classifier init: {method.classifier_init}")
     print(f"conventions: {conventions.describe()}")
     print(f"run directory: {run_dir}")
+    print(f"settings (preset {config.preset}):")
+    for line in describe(config):
+        print(f"  {line}")
     if args.dry_run:
         print(config.dumps())
         return 0

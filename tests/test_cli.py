@@ -24,14 +24,16 @@ def test_dry_run_prints_the_resolved_config(capsys):
     assert main(["run", "--method", "mib", "--task", "15-1", "--set", "train.lr=0.02", "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "1*unbiased_ce + 100*unbiased_kd" in printed  # MiB's lambda = 100 on 15-1
-    config = json.loads(printed[printed.index("{"):])
+    config = json.loads(printed[printed.index("\n{") + 1:])
     assert config["train"]["lr"] == 0.02 and config["data"]["task"] == "15-1"
 
 
 def test_paper_preset_on_voc_by_default(capsys):
     main(["run", "--dataset", "voc", "--root", "/data", "--dry-run"])
-    config = json.loads(capsys.readouterr().out.split("\n", 4)[-1])
+    printed = capsys.readouterr().out
+    config = json.loads(printed[printed.index("\n{") + 1:])
     assert config["preset"] == "paper" and config["model"]["name"] == "deeplabv3_resnet101"
+    assert "train.batch_size = 24  (batch 24 = 12 per GPU x 2 GPUs (protocol.md §6.2))" in printed
 
 
 def test_bad_dataset_root_gives_a_clear_error(tmp_path, capsys):

@@ -124,3 +124,46 @@ def test_differences_reports_what_changes_the_result():
     assert len(found) == 2
     assert any(line.startswith("train.lr:") and "0.01" in line and "0.02" in line for line in found)
     assert any(line.startswith("data.task:") for line in found)
+
+
+# ---- per-method recipes and their sources ----
+
+@pytest.mark.parametrize("preset", ["paper", "colab"])
+@pytest.mark.parametrize("method", ["sdr", "mib+sdr", "mib+sdr:-attraction"])
+def test_sdr_trains_with_its_own_recipe_on_voc(preset, method):
+    config = make_config(preset, "voc", method=method)
+    assert (config.train.lr, config.train.lr_incremental) == (1e-3, 1e-4)  # LTTM/SDR#1, protocol.md §6.2
+    assert config.train.batch_size * config.train.grad_accum == 8
+    ade = make_config(preset, "ade", method=method)
+    assert (ade.train.lr, ade.train.lr_incremental) == (0.01, 0.001)
+    assert ade.train.batch_size * ade.train.grad_accum == 4
+
+
+@pytest.mark.parametrize("method, amp", [("mib", False), ("sdr", False), ("plop", True), ("plop+ucd", True),
+                                         ("mib+ucd", True), ("lwf", False)])
+def test_paper_precision_follows_each_reference(method, amp):
+    assert make_config("paper", "voc", method=method).train.amp is amp  # apex O0 (MiB, SDR) / O1 (PLOP, UCD)
+    assert make_config("colab", "voc", method=method).train.amp is True
+
+
+def test_plop_10_1_trains_ten_epochs_per_incremental_step_on_voc_only():
+    assert make_config("paper", "voc", method="plop", task="10-1").train.epochs_incremental == 10
+    assert make_config("paper", "voc", method="plop", overrides={"data.task": "10-1"}).train.epochs_incremental == 10
+    assert make_config("paper", "voc", method="plop", task="15-1").train.epochs_incremental == 30
+    assert make_config("paper", "voc", method="mib", task="10-1").train.epochs_incremental == 30
+    assert make_config("fast", "toy", method="sdr").train.lr == 0.01  # recipes are for paper and colab
+
+
+def test_describe_gives_every_setting_a_source():
+    from cslearn.config import describe, recipe
+
+    config = make_config("paper", "voc", {"train.epochs": 3}, method="sdr")
+    lines = describe(config)
+    fields = [name for section in ("data", "model", "train") for name in config.to_dict()[section]]
+    assert len(lines) == 1 + len(fields)
+    text = "\n".join(lines)
+    assert "train.lr = 0.001  (SDR on VOC: lr 1e-3 at step 0 (LTTM/SDR README" in text
+    assert "train.epochs = 3  (set for this run (the paper recipe says 30" in text
+    assert "train.nesterov = True  (Nesterov SGD (protocol.md §6.2))" in text
+    assert "train.grad_accum = 2  (colab: keeps the effective batch of 24" in "\n".join(describe(make_config("colab", "voc")))
+    assert all(source for _, source in recipe("paper", "ade", "plop").values())
