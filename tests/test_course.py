@@ -62,9 +62,27 @@ def test_overrides_take_field_names_or_dotted_keys_and_win():
         course.course_config("ft", fast=True, **{"train.epoch": 2})
 
 
-def test_fast_mode_refuses_a_real_dataset():
-    with pytest.raises(ValueError, match="toy dataset"):
-        course.course_config("ft", dataset="voc", fast=True)
+def test_fast_mode_on_voc_or_ade_uses_a_generated_folder_in_the_real_format(runs):
+    from cslearn.data.check import check_dataset
+
+    config = course.course_config("mib", "15-5", dataset="voc", fast=True)
+    assert (config.preset, config.data.dataset, config.model.name) == ("fast", "voc", "tiny")
+    assert Path(config.data.root) == runs / "generated-voc" and (runs / "generated-voc" / "COMPLETE").exists()
+    assert config.train.epochs == course.GENERATED_OVERRIDES["train.epochs"]
+    report = check_dataset("voc", config.data.root)
+    assert report["problems"] == [] and report["splits"]["train"]["images"] == 240, report
+    stamp = (runs / "generated-voc" / "COMPLETE").stat().st_mtime_ns
+    assert course.generated_dataset("voc") == runs / "generated-voc"  # written once, then reused
+    assert (runs / "generated-voc" / "COMPLETE").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="only 'voc' and 'ade'"):
+        course.generated_dataset("cityscapes")
+
+
+def test_generated_ade_folder_runs_the_protocol_end_to_end(runs):
+    history = course.run("mib", "100-50", dataset="ade", fast=True, progress=False, device="cpu", width=8,
+                         epochs=1, epochs_incremental=1)
+    assert len(history) == 2 and history.config.data.dataset == "ade"
+    assert len(history[-1]["iou"]) == 151  # every ADE class has a channel after step 1
 
 
 def test_full_config_is_the_colab_preset_on_the_dataset_folder(monkeypatch):
@@ -74,6 +92,10 @@ def test_full_config_is_the_colab_preset_on_the_dataset_folder(monkeypatch):
     assert config.model.name == "deeplabv3_resnet101" and config.train.amp
     ade = course.course_config("mib", "100-50", dataset="ade", fast=False)
     assert (ade.data.dataset, ade.data.task, ade.train.epochs) == ("ade", "100-50", 60)
+    monkeypatch.setenv(course.ENV_DATA + "_ADE", "/data/ade")  # one folder per dataset wins
+    assert course.course_config("mib", "100-50", dataset="ade", fast=False).data.root == "/data/ade"
+    paper = course.course_config("sdr", dataset="voc", fast=False, preset="paper")
+    assert (paper.preset, paper.train.amp, paper.train.lr) == ("paper", False, 1e-3)
     monkeypatch.delenv(course.ENV_DATA)
     with pytest.raises(ValueError, match="CSLEARN_DATA"):
         course.course_config("mib", fast=False)
