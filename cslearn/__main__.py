@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="any config field, e.g. --set train.lr=0.02 --set data.num_workers=2")
     run.add_argument("--dry-run", action="store_true", help="print the resolved configuration and stop")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--estimate", action="store_true",
+                     help="measure a few iterations and print the hours per step (always done by the colab preset)")
 
     data = commands.add_parser("data", help="dataset tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -118,11 +120,18 @@ def command_run(args: argparse.Namespace) -> int:
     print(f"settings (preset {config.preset}):")
     for line in describe(config):
         print(f"  {line}")
+    from cslearn.checkpoints import RunDirectoryError
+    from cslearn.data.errors import DatasetError
+
+    if args.estimate or (config.preset == "colab" and not args.dry_run):
+        try:
+            print(estimate_run(config, task, method.joint), flush=True)
+        except DatasetError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     if args.dry_run:
         print(config.dumps())
         return 0
-    from cslearn.checkpoints import RunDirectoryError
-    from cslearn.data.errors import DatasetError
 
     try:
         history = run_protocol(config, run_dir, progress=not args.no_progress,
@@ -138,6 +147,20 @@ def command_run(args: argparse.Namespace) -> int:
         print(format_comparison(comparison))
         write_comparison(comparison, run_dir)
     return 0
+
+
+def estimate_run(config, task, joint: bool) -> str:
+    """Hours per step on this machine (`cslearn.estimate`), from the images each step trains on."""
+    from cslearn.continual import resolve_device
+    from cslearn.data.sources import StepData
+    from cslearn.estimate import estimate_hours, format_estimate
+    from cslearn.protocol import get_task
+
+    train_task = get_task(task.dataset, "offline", config.data.order) if joint else task
+    data = StepData(config.data)
+    images = [len(data.train_dataset(train_task, step)) for step in range(train_task.num_steps)]
+    device = resolve_device(config.train.device)
+    return format_estimate(estimate_hours(config, train_task.classes_per_step, images, device), device)
 
 
 def command_report(args: argparse.Namespace) -> int:
