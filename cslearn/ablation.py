@@ -40,11 +40,17 @@ def variants(method: str, drop: Sequence[str] = (), sweep: Optional[Mapping[str,
     for dropped in drop:
         specs.append(f"{method}:" + ",".join(f"-{name}" for name in dropped.split("+")))
     for key, values in (sweep or {}).items():
-        specs += [f"{method}:{key}={value:g}" if isinstance(value, float) else f"{method}:{key}={value}"
-                  for value in values]
+        specs += [f"{method}:{key}={_text(value)}" for value in values]
     for spec in specs:
         get_method(spec)  # raises with the spec syntax on a bad name
     return list(dict.fromkeys(specs))  # in order, without duplicates
+
+
+def _text(value: Any) -> str:
+    """How a swept value is written in a spec: 0.1, 100, true / false (as course notebooks write them)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def folder_name(spec: str) -> str:
@@ -62,23 +68,30 @@ def run_grid(method: str, task: str = "15-1", *, dataset: str = "toy", drop: Seq
              sweep: Optional[Mapping[str, Sequence[Any]]] = None, seeds: int = 1, preset: str = "fast",
              overrides: Optional[Mapping[str, Any]] = None, out: Path | str = "runs/ablation",
              progress: bool = False, on_run_end: Optional[Callable[[str, int, list], None]] = None,
-             figures: bool = True):
+             figures: bool = True, specs: Optional[Sequence[str]] = None,
+             run_dir_for: Optional[Callable[[RunConfig], Path]] = None, step0_cache: Optional[Path | str] = None):
     """Run (or resume, or reload) every variant x seed; return the tidy pandas DataFrame.
 
     `overrides` are config settings for every run ({"train.epochs": 2}); seed k trains with
     `train.seed` + k. `on_run_end(spec, seed, history)` is called after each run (a live plot).
+    `specs` replaces the grid of `variants(method, drop, sweep)` by explicit method specs;
+    `run_dir_for(config)` and `step0_cache` place the runs elsewhere than `out` (the course keeps
+    them with its other runs, so a variant already run by a notebook is reloaded).
     """
     import pandas as pd
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    specs = variants(method, drop, sweep)
+    specs = list(specs) if specs is not None else variants(method, drop, sweep)
+    for spec in specs:
+        get_method(spec)
     rows, term_rows = [], []
     for seed in range(seeds):
         for spec in specs:
             config = variant_config(spec, seed, task, dataset, preset, overrides)
-            history = run_protocol(config, out / f"{folder_name(spec)}-seed{seed}", progress=progress,
-                                   step0_cache=out / "step0-cache")
+            directory = run_dir_for(config) if run_dir_for else out / f"{folder_name(spec)}-seed{seed}"
+            history = run_protocol(config, directory, progress=progress,
+                                   step0_cache=step0_cache if step0_cache is not None else out / "step0-cache")
             rows += result_rows(spec, seed, history)
             term_rows += term_rows_of(spec, seed, history, config)
             if on_run_end is not None:

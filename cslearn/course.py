@@ -272,3 +272,25 @@ def use_drive(folder: str = "cslearn-runs") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     os.environ[ENV_RUNS] = str(root)
     return root
+
+
+def ablate(method: str, task: str = "15-1", *, drop: Sequence[str] = (), sweep: Optional[Mapping[str, Sequence]] = None,
+           specs: Optional[Sequence[str]] = None, seeds: int = 1, name: str = "ablation", fast: Optional[bool] = None,
+           dataset: Optional[str] = None, preset: str = "colab", on_run_end=None, figures: bool = True,
+           progress: bool = False, **overrides: Any):
+    """`cslearn.ablation.run_grid` with the course's settings (those of `course_config`): each
+    variant x seed is a course run (a variant some notebook already ran is reloaded), step 0 comes
+    from the course's shared cache, and the table and figures go to `run_dir(name)`. Returns the
+    tidy DataFrame. `overrides` are `course_config` settings (epochs=3, ...) for every run."""
+    from cslearn.ablation import run_grid
+
+    config = course_config(method, task, fast=fast, dataset=dataset, preset=preset, **overrides)
+    values = config.to_dict()
+    overrides = {f"{section}.{key}": value for section in ("data", "model", "train")
+                 for key, value in values[section].items()}
+    overrides.pop("train.seed")  # run_grid adds the seed index to 42
+    return run_grid(method, task, dataset=config.data.dataset, drop=drop, sweep=sweep, specs=specs, seeds=seeds,
+                    preset=config.preset, overrides=overrides, out=run_dir(name),
+                    run_dir_for=lambda variant: run_dir(run_name(variant)), step0_cache=runs_root() / "step0-cache",
+                    on_run_end=on_run_end, figures=figures, progress=progress)
+

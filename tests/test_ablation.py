@@ -17,7 +17,7 @@ def test_variants_are_the_method_then_drops_then_sweeps():
                      "mib+sdr:prototype_matching=0.1", "mib+sdr:prototype_matching=0.001",
                      "mib+sdr:feature_sparsity=0.01"]
     assert ablation.variants("mib+ucd", sweep={"contrastive_distillation.uncertainty": [False]}) == [
-        "mib+ucd", "mib+ucd:contrastive_distillation.uncertainty=False"]
+        "mib+ucd", "mib+ucd:contrastive_distillation.uncertainty=false"]
     with pytest.raises(ValueError, match="has no term"):
         ablation.variants("mib", ["attraction"])  # a typo fails before anything trains
 

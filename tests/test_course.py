@@ -160,3 +160,16 @@ def test_run_name_of_a_method_spec_is_folder_safe_and_distinct():
     spec = course.run_name(course.course_config("mib+sdr:-attraction,prototype_matching=0.1", fast=True))
     assert ":" not in spec and "," not in spec and "mib+sdr_-attraction_prototype_matching=0.1" in spec
     assert spec != course.run_name(course.course_config("mib+sdr:-attraction,prototype_matching=0.2", fast=True))
+
+
+def test_ablate_reuses_the_course_runs_and_step0(runs):
+    single = course.run("mib", progress=False, **TINY)
+    stamp = (single.run_dir / "step-1.pt").stat().st_mtime_ns
+    table = course.ablate("mib", "15-5", specs=["mib", "mib:-unbiased_kd"], figures=False,
+                          **{key: value for key, value in TINY.items() if key != "task"})
+    assert (single.run_dir / "step-1.pt").stat().st_mtime_ns == stamp  # the notebook's run was reloaded
+    final = table[(table.step == 1) & (table.group == "all")].set_index("variant").miou
+    assert final["mib"] == pytest.approx(single[-1]["summary"]["all"])
+    assert (runs / course.run_name(course.course_config("mib:-unbiased_kd", **TINY)) / "step-1.pt").exists()
+    assert (runs / "ablation" / "ablation.csv").exists()
+    assert len(list((runs / "step0-cache").iterdir())) == 1
