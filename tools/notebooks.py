@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import nbformat
 
@@ -54,14 +55,16 @@ def strip(notebook) -> None:
             cell.execution_count, cell.outputs = None, []
 
 
-def refresh(path: Path) -> None:
+def refresh(path: Path, runs: Optional[Path] = None) -> None:
+    """Execute in FAST mode and store the check cells' outputs. `runs`: keep the runs in this
+    folder (finished runs are reloaded on the next refresh) instead of a temporary one."""
     from nbclient import NotebookClient
 
     notebook = nbformat.read(path, as_version=4)
-    with tempfile.TemporaryDirectory(prefix="cslearn-refresh-") as runs:
-        os.environ.update({"CSLEARN_FAST": "1", "CSLEARN_RUNS": runs})
+    with tempfile.TemporaryDirectory(prefix="cslearn-refresh-") as temporary:
+        os.environ.update({"CSLEARN_FAST": "1", "CSLEARN_RUNS": str(runs or temporary)})
         executed = nbformat.read(path, as_version=4)
-        NotebookClient(executed, kernel_name="python3", timeout=1200,
+        NotebookClient(executed, kernel_name="python3", timeout=None,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     for cell, run in zip(notebook.cells, executed.cells):
         if is_check_cell(cell):
@@ -74,11 +77,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["strip", "refresh"])
     parser.add_argument("notebooks", nargs="*", type=Path)
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="refresh: keep course runs in this folder (reused next time) instead of a temporary one")
     args = parser.parse_args()
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
     for path in paths:
         if args.command == "refresh":
-            refresh(path)
+            refresh(path, args.runs)
         else:
             notebook = nbformat.read(path, as_version=4)
             strip(notebook)
