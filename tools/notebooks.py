@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--runs", type=Path, default=None,
                         help="refresh: keep course runs in this folder (reused next time) instead of a temporary one")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # options may come before or after the notebooks
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
     for path in paths:
         if args.command == "refresh":
