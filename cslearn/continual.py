@@ -234,6 +234,11 @@ def _step0_cache_file(cache_dir: Optional[Path | str], config: RunConfig, method
         return None
     settings = config.to_dict()
     settings["method"] = method.step0_signature()
+    # Step 0 depends on the task only through its classes and the classes still to come (which
+    # select and relabel its images): 15-1 and 15-5 share one step 0, as in MiB's index files.
+    task = get_task(config.data.dataset, config.data.task, config.data.order)
+    later = sorted(c for step in range(1, task.num_steps) for c in task.new_classes(step))
+    settings["data"]["task"] = {"step0": list(task.new_classes(0)), "later": later}
     for section, key in (("train", "epochs_incremental"), ("train", "lr_incremental"), ("train", "device"),
                          ("data", "num_workers"), ("data", "root"), ("data", "index_dir")):
         settings[section].pop(key)

@@ -67,7 +67,7 @@ def device() -> torch.device:
 
 def fast_mode(environ: Optional[Mapping[str, str]] = None, cuda: Optional[bool] = None) -> bool:
     """`CSLEARN_FAST` ("1"/"0", also true/false/yes/no) if set; otherwise FAST unless there is
-    both a CUDA GPU and a dataset folder in `CSLEARN_DATA` (full mode needs both)."""
+    both a CUDA GPU and a dataset folder in `CSLEARN_DATA` (or `CSLEARN_DATA_VOC` / `_ADE`)."""
     environ = os.environ if environ is None else environ
     value = environ.get(ENV_FAST, "").strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -77,7 +77,8 @@ def fast_mode(environ: Optional[Mapping[str, str]] = None, cuda: Optional[bool] 
     if value:
         raise ValueError(f"{ENV_FAST} must be 1 or 0, got {environ[ENV_FAST]!r}")
     has_gpu = torch.cuda.is_available() if cuda is None else cuda
-    return not (has_gpu and environ.get(ENV_DATA))
+    has_data = any(environ.get(name) for name in (ENV_DATA, f"{ENV_DATA}_VOC", f"{ENV_DATA}_ADE"))
+    return not (has_gpu and has_data)
 
 
 FAST: bool = fast_mode()

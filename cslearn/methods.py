@@ -110,13 +110,13 @@ class Method:
 
 STEP0_TERMS = (Term("ce", 1.0),)
 
-_MIB_15_1 = {"unbiased_kd": 100.0}
+_MIB_15_1 = {"unbiased_kd": 100.0}  # MiB#22, MiB#43 and MiBv2's argparser: lambda = 100 on VOC 15-1
 # SDR's latent terms with the weights of its preset: prototypes matching 1e-2, attraction and
 # repulsion 1e-3, feature sparsification 1e-3.
 _SDR_TERMS = (Term("prototype_matching", 1e-2), Term("attraction", 1e-3), Term("repulsion", 1e-3),
               Term("feature_sparsity", 1e-3))
 # UCD's contrastive distillation: weight 0.01 (the code divides by 100), temperature 0.07.
-_UCD_TERM = Term("contrastive_distillation", 0.01)  # MiB#22, MiB#43 and MiBv2's argparser: lambda = 100 on VOC 15-1
+_UCD_TERM = Term("contrastive_distillation", 0.01)
 
 METHODS: dict[str, Method] = {
     # Fine-tuning: plain CE on the current labels; old classes are background (the shift).

@@ -159,3 +159,19 @@ def test_step0_cache_is_shared_between_methods(tmp_path):
     assert set(lwf[1]["losses"][0]) == {"total", "ce", "kd"}
     run_protocol(tiny_config("ft", **{"train.lr": 0.05}), tmp_path / "other-lr", progress=False, step0_cache=cache)
     assert len(list(cache.glob("step0-*.pt"))) == 2  # a step-0 setting changed: not reused
+
+
+def test_step0_is_shared_between_tasks_with_the_same_first_step(tmp_path):
+    from cslearn.continual import _step0_cache_file
+    from cslearn.methods import get_method
+
+    cache = tmp_path / "cache"
+    key = lambda task: _step0_cache_file(cache, tiny_config(**{"data.task": task}), get_method("mib")).name
+    assert key("15-1") == key("15-5")  # classes 0-15 first, 16-20 later: one step 0
+    assert key("15-5") != key("10-1") and key("19-1") != key("15-5")
+    # the claim behind the key: trained without the cache, the two step-0 models are identical
+    for task in ("15-1", "15-5"):
+        run_protocol(tiny_config(**{"data.task": task}), tmp_path / task, progress=False, stop_after_epochs=2)
+    first = load_checkpoint(tmp_path / "15-1" / "step-0.pt")["model"]
+    second = load_checkpoint(tmp_path / "15-5" / "step-0.pt")["model"]
+    assert all(torch.equal(first[key_], second[key_]) for key_ in first)

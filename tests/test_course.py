@@ -29,6 +29,11 @@ def test_fast_mode_follows_the_environment_variable(value, expected):
     assert course.fast_mode({course.ENV_FAST: value, course.ENV_DATA: "data"}, cuda=False) is expected
 
 
+def test_per_dataset_folders_also_turn_on_full_mode_with_a_gpu():
+    assert course.fast_mode({course.ENV_DATA + "_ADE": "/data/ade"}, cuda=True) is False
+    assert course.fast_mode({course.ENV_DATA + "_VOC": "/data/voc"}, cuda=False) is True
+
+
 def test_fast_mode_default_is_full_only_with_a_gpu_and_a_dataset():
     assert course.fast_mode({}, cuda=False) is True
     assert course.fast_mode({course.ENV_DATA: "data"}, cuda=False) is True
