@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="any config field for every run, e.g. --set train.epochs=2")
     ablate.add_argument("--no-progress", action="store_true")
 
+    exercises = commands.add_parser("exercises", help="instructor tools for notebooks/exercises (INSTRUCTORS.md)")
+    exercise_commands = exercises.add_subparsers(dest="exercises_command", required=True)
+    export = exercise_commands.add_parser("export", help="write student versions: solutions replaced, outputs cleared")
+    export.add_argument("--out", required=True, metavar="DIR", help="folder for the student notebooks")
+    export.add_argument("--notebooks", default="notebooks/exercises", metavar="DIR_OR_FILE",
+                        help="the solution notebooks (default: notebooks/exercises)")
+
     report = commands.add_parser("report", help="runs grouped by seed (mean ± std) beside the published numbers")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     report.add_argument("--out", default=None, metavar="FILE.csv", help="also write the table as CSV")
@@ -294,6 +301,19 @@ def command_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_exercises(args: argparse.Namespace) -> int:
+    from cslearn.export import SolutionMarkerError, export_notebooks
+
+    try:
+        written = export_notebooks(args.notebooks, args.out)
+    except (SolutionMarkerError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for path, solutions in written:
+        print(f"{path}: {solutions} solution(s) removed")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
@@ -306,6 +326,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return command_report(args)
     if args.command == "ablate":
         return command_ablate(args)
+    if args.command == "exercises":
+        return command_exercises(args)
     return command_methods(args)
 
 
