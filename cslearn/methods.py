@@ -86,10 +86,13 @@ class Method:
         return [term.name for term in self.terms]
 
     def step0_signature(self) -> list[str]:
-        """Terms that observe step 0 (stateful ones, e.g. SDR's prototypes): step 0 of two
-        methods is the same computation only if these agree (used by the step-0 cache)."""
-        return sorted(term.name for term in self.terms
-                      if TERMS[term.name].shared_state or TERMS[term.name].observe is not LossTerm.observe)
+        """What observes step 0: the shared states (SDR's prototype bank, whichever SDR terms
+        use it) and the terms with their own `observe`. Step 0 of two methods trains the same
+        model; its checkpoint can be shared only if these agree (used by the step-0 cache), so
+        "mib+sdr" and "mib+sdr:-attraction" share one step 0 and "mib" has its own."""
+        observed = {f"state:{key}" for term in self.terms for key in TERMS[term.name].shared_state}
+        observed |= {term.name for term in self.terms if TERMS[term.name].observe is not LossTerm.observe}
+        return sorted(observed)
 
     def for_task(self, task: Task) -> "Method":
         """The method with the reference's task-specific weights applied (MiB: KD 100 on 15-1)."""

@@ -232,3 +232,11 @@ def test_bad_specs_say_what_is_wrong_and_show_the_syntax(spec, message):
         get_method(spec)
     if ":" in spec and not spec.startswith("nope"):
         assert "BASE:EDIT" in str(error.value)
+
+
+def test_step0_signature_names_what_observes_step0_not_the_terms():
+    sdr = get_method("mib+sdr").step0_signature()
+    assert sdr == get_method("mib+sdr:-attraction,-repulsion").step0_signature() == get_method("sdr").step0_signature()
+    assert "state:sdr_prototypes" in sdr
+    assert get_method("mib").step0_signature() == get_method("mib+ucd").step0_signature() == []
+    assert get_method("mib").step0_signature() != sdr
