@@ -72,8 +72,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path in server.stall:  # 1,000 bytes on the first request, nothing after
             body = body[:1000] if server.stall[path] == 0 else b""
             server.stall[path] += 1
+        server.sent.append((path, len(body)))  # before writing: the client may finish before this thread runs again
         self.wfile.write(body)
-        server.sent.append((path, len(body)))
 
     def log_message(self, *args) -> None:
         pass
