@@ -20,6 +20,17 @@ def _value(text: str) -> Any:
         return text
 
 
+def _assignments(assignments: Sequence[str]) -> dict[str, Any]:
+    """`--set SECTION.KEY=VALUE` options as config overrides."""
+    overrides: dict[str, Any] = {}
+    for assignment in assignments:
+        key, separator, text = assignment.partition("=")
+        if not separator:
+            raise SystemExit(f"--set expects SECTION.KEY=VALUE, got {assignment!r}")
+        overrides[key] = _value(text)
+    return overrides
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cslearn", description="Continual semantic segmentation.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -108,11 +119,7 @@ def config_from_args(args: argparse.Namespace):
         overrides.update({"train.epochs": args.epochs, "train.epochs_incremental": args.epochs})
     if args.seed is not None:
         overrides["train.seed"] = args.seed
-    for assignment in args.set:
-        key, separator, text = assignment.partition("=")
-        if not separator:
-            raise SystemExit(f"--set expects SECTION.KEY=VALUE, got {assignment!r}")
-        overrides[key] = _value(text)
+    overrides.update(_assignments(args.set))
     try:
         return make_config(preset, args.dataset, overrides, method=args.method)
     except (KeyError, ValueError) as error:
@@ -268,12 +275,7 @@ def command_ablate(args: argparse.Namespace) -> int:
         if not separator or not values:
             raise SystemExit(f"--sweep expects TERM=V1,V2,..., got {entry!r}")
         sweep[key] = [_value(value) for value in values.split(",")]
-    overrides: dict[str, Any] = {}
-    for assignment in args.set:
-        key, separator, text = assignment.partition("=")
-        if not separator:
-            raise SystemExit(f"--set expects SECTION.KEY=VALUE, got {assignment!r}")
-        overrides[key] = _value(text)
+    overrides = _assignments(args.set)
     if args.root is not None:
         overrides["data.root"] = args.root
     preset = args.preset or ("fast" if args.dataset == "toy" else "paper")
