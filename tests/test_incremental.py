@@ -181,3 +181,25 @@ def test_ade_like_class0_is_ignored_at_test():
 def test_unknown_split_raises():
     with pytest.raises(ValueError, match="split"):
         IncrementalSegmentation(FakeRaw(), get_task("voc", "15-1"), 0, "validation", identity)
+
+
+def random_draw(image, mask):
+    """A transform whose output is one draw of the global CPU generator."""
+    return torch.rand(()), torch.as_tensor(mask)
+
+
+def test_augmentation_seed_fixes_each_images_draws_and_leaves_the_global_generator_alone():
+    dataset = IncrementalSegmentation(FakeRaw(), get_task("voc", "15-1"), 1, "train", random_draw)
+    dataset.augmentation_seed = 7
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    first = [float(dataset[position][0]) for position in range(len(dataset))]
+    assert torch.equal(torch.get_rng_state(), before)  # the training loop's own draws are not shifted
+    torch.manual_seed(123)  # another global state: the same draws
+    assert [float(dataset[position][0]) for position in range(len(dataset))] == first
+    # Seeded by (epoch seed, image index) exactly as torch.manual_seed would seed the CPU generator.
+    index = int(dataset.indices[0])
+    assert first[0] == float(torch.rand((), generator=torch.Generator().manual_seed(7 * 1_000_003 + index)))
+    assert len(set(first)) == len(first)  # different images draw differently
+    dataset.augmentation_seed = 8
+    assert [float(dataset[position][0]) for position in range(len(dataset))] != first

@@ -110,8 +110,10 @@ class IncrementalSegmentation(Dataset):
         if self.augmentation_seed is None:
             return self.transform(image, target)
         # Random draws depend on (epoch seed, image) only: the same in any worker or process.
+        # Only the CPU generator is seeded (the transforms draw from it): torch.manual_seed would
+        # also seed every accelerator backend, which costs more than the transform itself.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.augmentation_seed * 1_000_003 + int(self.indices[position]))
+            torch.default_generator.manual_seed(self.augmentation_seed * 1_000_003 + int(self.indices[position]))
             return self.transform(image, target)
 
 
