@@ -282,14 +282,14 @@ def ablate(method: str, task: str = "15-1", *, drop: Sequence[str] = (), sweep: 
     """`cslearn.ablation.run_grid` with the course's settings (those of `course_config`): each
     variant x seed is a course run (a variant some notebook already ran is reloaded), step 0 comes
     from the course's shared cache, and the table and figures go to `run_dir(name)`. Returns the
-    tidy DataFrame. `overrides` are `course_config` settings (epochs=3, ...) for every run."""
+    tidy DataFrame. `overrides` are `course_config` settings (epochs=3, seed=7, ...) for every run;
+    seed k of the grid trains with the configured seed + k."""
     from cslearn.ablation import run_grid
 
     config = course_config(method, task, fast=fast, dataset=dataset, preset=preset, **overrides)
     values = config.to_dict()
     overrides = {f"{section}.{key}": value for section in ("data", "model", "train")
                  for key, value in values[section].items()}
-    overrides.pop("train.seed")  # run_grid adds the seed index to 42
     return run_grid(method, task, dataset=config.data.dataset, drop=drop, sweep=sweep, specs=specs, seeds=seeds,
                     preset=config.preset, overrides=overrides, out=run_dir(name),
                     run_dir_for=lambda variant: run_dir(run_name(variant)), step0_cache=runs_root() / "step0-cache",

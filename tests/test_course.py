@@ -178,3 +178,16 @@ def test_ablate_reuses_the_course_runs_and_step0(runs):
     assert (runs / course.run_name(course.course_config("mib:-unbiased_kd", **TINY)) / "step-1.pt").exists()
     assert (runs / "ablation" / "ablation.csv").exists()
     assert len(list((runs / "step0-cache").iterdir())) == 1
+
+
+def test_ablate_keeps_a_seed_override(monkeypatch):
+    import cslearn.ablation
+
+    seen = {}
+    monkeypatch.setattr(cslearn.ablation, "run_grid", lambda method, task, **options: seen.update(options))
+    course.ablate("mib", "15-5", specs=["mib"], fast=True, seed=7)
+    assert seen["overrides"]["train.seed"] == 7
+    course.ablate("mib", "15-5", specs=["mib"], fast=True)
+    assert seen["overrides"]["train.seed"] == course.course_config("mib", fast=True).train.seed
+    config = cslearn.ablation.variant_config("mib", 2, "15-5", "toy", "fast", {"train.seed": 7})
+    assert config.train.seed == 9  # grid seed k adds k to the configured seed
