@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from cslearn.__main__ import main
-from cslearn.data import download
+from cslearn.data import download, fetch
 from cslearn.data.download import (DownloadError, UnsafeArchiveError, download_dataset, download_file,
                                    safe_extract)
 from cslearn.data.mib_index import mib_index_path
@@ -178,14 +178,14 @@ def test_complete_part_file_is_only_verified(server, tmp_path):
 
 
 def test_stalling_mirror_is_given_up_and_a_bad_prefix_refetched(server, tmp_path, monkeypatch):
-    monkeypatch.setattr(download.time, "sleep", lambda seconds: None)  # no back-off waits in the test
+    monkeypatch.setattr(fetch.time, "sleep", lambda seconds: None)  # no back-off waits in the test
     corrupt = b"\0" * 1000 + PAYLOAD[1000:]
     urls = [_serve(server, "stalls/file.bin", corrupt), _serve(server, "good/file.bin", PAYLOAD)]
     server.stall["/stalls/file.bin"] = 0
     logged = []
     record = download_file(urls, tmp_path / "file.bin", PAYLOAD_MD5, progress=False, log=logged.append)
     assert record["url"] == urls[1] and (tmp_path / "file.bin").read_bytes() == PAYLOAD
-    assert server.stall["/stalls/file.bin"] == 1 + download.MAX_STALLS  # one useful answer, then no progress
+    assert server.stall["/stalls/file.bin"] == 1 + fetch.MAX_STALLS  # one useful answer, then no progress
     assert [request for request in server.requests if request[0] == "/good/file.bin"] == [
         ("/good/file.bin", "bytes=1000-"), ("/good/file.bin", None)]  # resumed, checksum failed, refetched
     assert any("from the start" in message for message in logged)
