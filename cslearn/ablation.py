@@ -10,7 +10,9 @@ Each variant is a method spec (`cslearn.methods.parse_method`): the method itsel
 per dropped term ("mib+sdr:-attraction"; "attraction+repulsion" drops both at once) and one per
 swept weight or option value ("mib+sdr:prototype_matching=0.1"). Every variant x seed is a
 normal run in `<out>/<variant>-seed<k>` (so an interrupted grid resumes where it stopped), and all
-of them share step 0 through `<out>/step0-cache`: step 0 is plain CE for every variant.
+of them share step 0 through `<out>/step0-cache`: step 0 is plain CE for every variant. A variant
+that trains exactly what an earlier one trains (a swept weight equal to the method's own) is not
+trained again: its rows repeat that run's figures under its own name.
 
 Outputs in `out`: `ablation.csv` (one row per variant x seed x step x class group), `terms.csv`
 (the mean value of every loss term per variant x seed x step, raw and weighted, to see which
@@ -19,6 +21,7 @@ term dominates), `heatmap.png` (final old/new/all mIoU per variant, mean over se
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -26,7 +29,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from cslearn.config import RunConfig, make_config
 from cslearn.continual import run_protocol
-from cslearn.methods import get_method
+from cslearn.methods import Method, get_method
 from cslearn.protocol import get_task
 
 GROUPS = ("old", "new", "all", "old_bg", "all_bg")
@@ -64,6 +67,15 @@ def variant_config(spec: str, seed: int, task: str, dataset: str, preset: str,
     return make_config(preset, dataset, values, method=spec)
 
 
+def trains_with(spec: str, config: RunConfig) -> Method:
+    """The method a spec trains with on the config's task, without its name. Two specs that give
+    the same (a swept weight equal to the method's own, as prototype_matching=0.01 for mib+sdr)
+    train the same model, so the grid trains it once and reports it under both names."""
+    task = get_task(config.data.dataset, config.data.task, config.data.order)
+    # for_task has applied the per-task weights and per-dataset options: what is left is the recipe.
+    return dataclasses.replace(get_method(spec).for_task(task), name="", task_weights={}, dataset_options={})
+
+
 def run_grid(method: str, task: str = "15-1", *, dataset: str = "toy", drop: Sequence[str] = (),
              sweep: Optional[Mapping[str, Sequence[Any]]] = None, seeds: int = 1, preset: str = "fast",
              overrides: Optional[Mapping[str, Any]] = None, out: Path | str = "runs/ablation",
@@ -86,12 +98,18 @@ def run_grid(method: str, task: str = "15-1", *, dataset: str = "toy", drop: Seq
     for spec in specs:
         get_method(spec)
     rows, term_rows = [], []
+    trained = []  # (seed, what the spec trains with, history): equal variants are trained once
     for seed in range(seeds):
         for spec in specs:
             config = variant_config(spec, seed, task, dataset, preset, overrides)
-            directory = run_dir_for(config) if run_dir_for else out / f"{folder_name(spec)}-seed{seed}"
-            history = run_protocol(config, directory, progress=progress,
-                                   step0_cache=step0_cache if step0_cache is not None else out / "step0-cache")
+            resolved = trains_with(spec, config)
+            history = next((done for done_seed, method, done in trained if done_seed == seed and method == resolved),
+                           None)
+            if history is None:
+                directory = run_dir_for(config) if run_dir_for else out / f"{folder_name(spec)}-seed{seed}"
+                history = run_protocol(config, directory, progress=progress,
+                                       step0_cache=step0_cache if step0_cache is not None else out / "step0-cache")
+                trained.append((seed, resolved, history))
             rows += result_rows(spec, seed, history)
             term_rows += term_rows_of(spec, seed, history, config)
             if on_run_end is not None:

@@ -57,3 +57,21 @@ def test_cli_runs_a_grid_and_reports_bad_terms(tmp_path, capsys):
     assert (tmp_path / "cli" / "ablation.csv").exists()
     with pytest.raises(SystemExit, match="has no term"):
         main(["ablate", "--method", "mib", "--drop", "attraction", "--out", str(tmp_path / "bad")])
+
+
+def test_a_variant_equal_to_the_method_is_trained_once(tmp_path):
+    out = tmp_path / "grid"
+    seen = []
+    # 10 is MiB's own unbiased_kd weight on 15-5: that variant trains exactly what "mib" trains.
+    table = ablation.run_grid("mib", "15-5", sweep={"unbiased_kd": [10, 1]}, overrides=TINY, out=out, figures=False,
+                              on_run_end=lambda spec, seed, history: seen.append(spec))
+    assert seen == ["mib", "mib:unbiased_kd=10", "mib:unbiased_kd=1"]  # every variant is reported
+    assert sorted(path.name for path in out.glob("*-seed0")) == ["mib-seed0", "mib_unbiased_kd=1-seed0"]
+    final = table[table.step == 1].pivot_table(index="variant", columns="group", values="miou")
+    assert final.loc["mib"].equals(final.loc["mib:unbiased_kd=10"])
+    import pandas as pd
+
+    terms = pd.read_csv(out / "terms.csv")
+    kd = terms[(terms.step == 1) & (terms.term == "unbiased_kd")].set_index("variant")
+    assert kd.loc["mib:unbiased_kd=10", "weight"] == kd.loc["mib", "weight"] == 10.0
+    assert kd.loc["mib:unbiased_kd=1", "weight"] == 1.0  # a different variant is a run of its own
