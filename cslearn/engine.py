@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cslearn.losses.base import Batch
-from cslearn.methods import Objective
+from cslearn.objective import Objective
 from cslearn.metrics import ConfusionMatrix
 from cslearn.models import Segmenter
 

@@ -14,7 +14,8 @@ from torch import nn
 from cslearn.losses import REWRITERS, TERMS, Batch, MissingOldModelError, StepContext
 from cslearn.losses.pod import collapse_new_logits, pod_distance, pod_embedding
 from cslearn.losses.pseudo_labels import coded_histogram_median, entropy_thresholds, old_predictions
-from cslearn.methods import Objective, Term
+from cslearn.methods import Term
+from cslearn.objective import Objective
 from cslearn.models import build_model
 from cslearn.models.output import SegOutput
 

@@ -12,7 +12,8 @@ import torch
 from cslearn.losses import TERMS, Batch, StepContext
 from cslearn.losses.latent import (Attraction, FeatureSparsity, PrototypeBank, PrototypeMatching, Repulsion,
                                    labels_at)
-from cslearn.methods import STEP0_TERMS, Objective, Term
+from cslearn.methods import STEP0_TERMS, Term
+from cslearn.objective import Objective
 from cslearn.models.output import SegOutput
 
 BANK = "sdr_prototypes"

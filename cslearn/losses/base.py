@@ -4,7 +4,7 @@ A loss term is a small callable that reads a `Batch` and returns a scalar. The t
 builds one `Batch` per iteration: it runs the current model once and the frozen old model once
 (under no_grad) and hands both outputs to every term, so no term ever runs a model itself.
 
-Life cycle of a step (driven by `cslearn.methods.Objective`, called by `cslearn.continual`):
+Life cycle of a step (driven by `cslearn.objective.Objective`, called by `cslearn.continual`):
 1. state carried over from the previous step is loaded (`load_state_dict`);
 2. `begin_step(context)` once, with the models and the step's loader (PLOP's threshold pass,
    SDR's prototype bank growing to the new classes);
