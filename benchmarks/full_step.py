@@ -6,7 +6,8 @@ For each method: one incremental-step iteration (current model forward, frozen o
 the method's target rewriting and loss terms, backward, SGD step) on `--batch` random 512x512
 images with VOC-like label maps at step 1 of VOC 15-1 (16 old + 1 new classes), random weights
 (the cost does not depend on them). Time is the best of two iterations after a warm-up, relative
-to fine-tuning; peak extra memory is the growth of the peak resident set size in a fresh process.
+to fine-tuning; peak extra memory is the rise of the resident size's high-water
+mark during one iteration, in a fresh process (benchmarks/memory.py).
 
 GPU projection (an estimate, not a measurement): the floating-point operations of the
 fine-tuning iteration are counted with `torch.utils.flop_counter` and scaled to batch 24; a GPU is
@@ -22,10 +23,9 @@ import argparse
 import gc
 import json
 import platform
-import resource
-import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -35,6 +35,9 @@ from cslearn.losses.base import Batch, StepContext
 from cslearn.methods import get_method, objective_for_step
 from cslearn.models import build_model
 from cslearn.protocol import get_task
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks.memory` when run as a script
+from benchmarks.memory import GIB, run_python  # noqa: E402
 
 METHODS = ["ft", "lwf", "ilt", "mib", "plop", "sdr", "mib+sdr", "mib+ucd", "plop+ucd"]
 GPU_PEAK_TFLOPS = {"T4": 65.0, "V100": 125.0, "A100": 312.0}  # datasheet FP16 tensor-core peaks (dense)
@@ -93,12 +96,10 @@ def seconds(iteration, repeats: int = 2) -> float:
 
 
 def peak_memory_gib(method: str, batch_size: int) -> float:
-    """Growth of the peak RSS during one iteration, in a fresh process (GiB)."""
-    code = ("import benchmarks.full_step as b, benchmarks.loss_cost as c, gc, resource; "
-            f"run = b.make_iteration({method!r}, {batch_size}); gc.collect(); base = c.current_rss(); run(); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(result.stdout.strip().splitlines()[-1]) / 2 ** 30
+    """Growth of the resident size's high-water mark during one iteration, in a fresh process (GiB)."""
+    code = ("import benchmarks.full_step as b; from benchmarks.memory import peak_growth_bytes; "
+            f"run = b.make_iteration({method!r}, {batch_size}); print(peak_growth_bytes(run))")
+    return int(run_python(code)) / GIB
 
 
 def flops_per_image() -> float:

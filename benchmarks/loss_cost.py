@@ -7,7 +7,8 @@ Shapes are those of DeepLab-V3 / ResNet-101 at 512x512 crops, output stride 16: 
 (B, C, 32, 32) and the four stage pre-activations, with VOC-like (21 classes, a few objects per
 image) and ADE-like (151 classes, many regions per image) label maps at step t >= 1.
 For each term: forward + backward time (seconds and / plain CE), and the peak extra memory,
-measured in a fresh subprocess as the growth of the peak resident set size. The model step (one
+measured in a fresh subprocess as the rise of the resident size's high-water mark
+(benchmarks/memory.py; it includes the gradients of the features the term reads). The model step (one
 DeepLabV3-ResNet-101 forward + backward at 512x512, measured at a small batch and scaled
 linearly to --batch, an assumption stated in the output) gives the "share of a training step".
 The last printed line is one JSON object with every figure.
@@ -17,10 +18,9 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import resource
-import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -28,6 +28,9 @@ from cslearn.losses import TERMS
 from cslearn.losses.base import Batch, StepContext
 from cslearn.methods import METHODS, objective_for_step
 from cslearn.models.output import SegOutput
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks.memory` when run as a script
+from benchmarks.memory import GIB, run_python  # noqa: E402
 
 SETTINGS = {"voc": {"num_old": 16, "num_new": 5, "regions": 3}, "ade": {"num_old": 101, "num_new": 50, "regions": 12}}
 STAGES = {"stage1_preact": (256, 128), "stage2_preact": (512, 64), "stage3_preact": (1024, 32), "stage4_preact": (2048, 32)}
@@ -104,17 +107,11 @@ class FixedOutput(torch.nn.Module):
 
 
 def measure_memory(dataset: str, kind: str, name: str, batch_size: int) -> float:
-    """Peak extra memory (GiB) of one forward + backward, in a fresh process."""
-    code = (f"import benchmarks.loss_cost as b, gc, resource; batch = b.make_batch({dataset!r}, {batch_size}); "
-            f"run = b.runner({kind!r}, {name!r}, batch); gc.collect(); "
-            f"base = b.current_rss(); run(); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(result.stdout.strip().splitlines()[-1]) / 2 ** 30
-
-
-def current_rss() -> int:
-    with open("/proc/self/statm") as stream:
-        return int(stream.read().split()[1]) * resource.getpagesize()
+    """Peak extra memory (GiB) of one forward + backward, in a fresh process (benchmarks/memory.py)."""
+    code = (f"import benchmarks.loss_cost as b; from benchmarks.memory import peak_growth_bytes; "
+            f"batch = b.make_batch({dataset!r}, {batch_size}); run = b.runner({kind!r}, {name!r}, batch); "
+            f"print(peak_growth_bytes(run))")
+    return int(run_python(code)) / GIB
 
 
 def model_step_seconds(batch_size: int) -> tuple[float, int]:

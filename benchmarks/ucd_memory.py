@@ -7,8 +7,8 @@ Setting (methods.md §6.7 item 7, the "ADE-like" column): 32x32 features per ima
 Labels are given at feature resolution (the loss resizes by nearest, an identity here).
 
 Each configuration runs in a fresh subprocess. On CPU the figure is
-    peak extra = ru_maxrss after forward + backward − RSS just before the loss,
-an upper bound on what the loss adds on top of its inputs. The subprocess runs with glibc's
+    peak extra = the resident size's high-water mark during forward + backward − RSS just before
+(benchmarks/memory.py). The subprocess runs with glibc's
 MALLOC_MMAP_THRESHOLD_=131072, so every large tensor is mmap-ed and returned on free and RSS follows
 the live tensors (with glibc's dynamic threshold, freed buffers under 32 MiB stay in the heap and
 RSS overstates the peak). On CUDA, max_memory_allocated − allocated before.
@@ -19,7 +19,8 @@ Run: ``OMP_NUM_THREADS=1 python benchmarks/ucd_memory.py [--batch-sizes 4 24] [-
 [--dense-batch-sizes 2 4] [--device cpu]``. The last line printed is one JSON object with the figures.
 On one CPU thread batch 24 takes 2-3 minutes per chunk size.
 
-Measured (CPU, 1 thread, torch 2.14): batch 24, N_a = 22,081 anchors, N_c = 41,710 contrast entries:
+Measured (CPU, 1 thread, torch 2.14, with ru_maxrss instead of the reset high-water mark, so
+an upper bound that includes building the inputs): batch 24, N_a = 22,081 anchors, N_c = 41,710 contrast entries:
 chunk 1024 -> 0.99 GiB peak extra (one (1024, N_c) fp32 buffer = 0.16 GiB), chunk 512 -> 0.57 GiB.
 The dense formulation keeps ~6.2 (N_a, N_c) fp32 buffers (measured at batch 2 and 4), i.e. ≈ 21 GiB at
 batch 24 even in this lean form (the official code's ~10-15 buffers: ≈ 35-50 GiB).
@@ -29,14 +30,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-GIB = 2.0 ** 30
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks.memory` when run as a script
+from benchmarks.memory import GIB, peak_growth_bytes  # noqa: E402
 NUM_OLD, NUM_NEW, CHANNELS, FEATURE_SIZE = 141, 10, 256, 32
 
 
@@ -61,11 +63,6 @@ def ade_like_batch(batch_size: int, device: torch.device):
     return Batch(torch.zeros(1), targets.to(device), out, old, NUM_OLD, NUM_NEW, step=1)
 
 
-def current_rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize()
-
-
 def measure(batch_size: int, chunk_size: int, device_name: str) -> dict:
     """One configuration, in this process: build the inputs, then forward + backward of the loss."""
     from cslearn.losses.contrastive import ContrastiveDistillation, build_contrast_set
@@ -77,20 +74,23 @@ def measure(batch_size: int, chunk_size: int, device_name: str) -> dict:
     num_anchors, num_contrast = len(pixels.anchors), len(pixels.contrast)
     del pixels
     term = ContrastiveDistillation(chunk_size=chunk_size)
+    losses = []
+
+    def forward_backward() -> None:
+        losses.append(term(batch))
+        losses[-1].backward()
+
+    start = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-    else:
-        before = current_rss_bytes()
-    start = time.perf_counter()
-    loss = term(batch)
-    loss.backward()
-    if device.type == "cuda":
+        forward_backward()
         torch.cuda.synchronize()
         peak_extra = torch.cuda.max_memory_allocated() - before
     else:
-        peak_extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+        peak_extra = peak_growth_bytes(forward_backward)
+    loss = losses[-1]
     rows = min(chunk_size, num_anchors)
     return {"batch_size": batch_size, "chunk_size": chunk_size, "num_anchors": num_anchors,
             "num_contrast": num_contrast, "loss": float(loss.detach()), "seconds": time.perf_counter() - start,
