@@ -156,14 +156,16 @@ def main() -> None:
                 entry = {"seconds": seconds, "vs_ce": seconds / ce_seconds}
                 if "model_step_seconds" in figures:
                     entry["share_of_model_step"] = seconds / figures["model_step_seconds"]
-                if kind == "term" and not args.skip_memory:
-                    entry["peak_extra_gib"] = measure_memory(dataset, kind, name, args.batch)
                 figures[f"{kind}s"].setdefault(name, {})[dataset] = entry
                 print(f"{dataset} {kind:>6} {name:>24}: {seconds * 1000:8.1f} ms  x{entry['vs_ce']:5.2f} CE"
-                      + (f"  {100 * entry['share_of_model_step']:5.2f}% of a step" if "share_of_model_step" in entry else "")
-                      + (f"  peak +{entry['peak_extra_gib']:.2f} GiB" if "peak_extra_gib" in entry else ""), flush=True)
-        del batch
+                      + (f"  {100 * entry['share_of_model_step']:5.2f}% of a step" if "share_of_model_step" in entry else ""),
+                      flush=True)
+        del batch, plain_ce  # the memory subprocesses build their own batch: ADE's at batch 24 is ~10 GiB
         gc.collect()
+        for name in [] if args.skip_memory else list(TERMS):
+            entry = figures["terms"][name][dataset]
+            entry["peak_extra_gib"] = measure_memory(dataset, "term", name, args.batch)
+            print(f"{dataset}   term {name:>24}: peak +{entry['peak_extra_gib']:.2f} GiB", flush=True)
     print(json.dumps(figures))
 
 

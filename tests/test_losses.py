@@ -205,7 +205,8 @@ def test_kd_terms_match_the_loop_reference(key, num_old, num_new):
     logits, old_logits, targets = random_inputs(num_old, num_new, seed=num_old)
     loss = TERMS[key]()(make_batch(logits, targets, num_old, old_logits))
     expected = reference_kd(logits, old_logits, num_old, unbiased=(key == "unbiased_kd"))
-    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    # abs: with one old channel UNKD is 0 up to float32 rounding (log p̄(0) = L − L)
+    assert loss.item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
 def old_entropy_per_class(old_logits: torch.Tensor) -> float:
@@ -318,3 +319,31 @@ def test_unbiased_kd_starts_at_its_minimum_after_background_init():
 def test_init_refuses_classifiers_without_bias():
     with pytest.raises(ValueError):
         init_new_from_background(nn.Conv2d(8, 2, 1, bias=False), nn.Conv2d(8, 3, 1))
+
+
+@pytest.mark.parametrize("num_old,num_new", [(3, 2), (4, 1), (1, 3)])
+def test_unbiased_terms_have_the_gradients_of_the_direct_formula(num_old, num_new):
+    # UNCE and UNKD are computed without (B, C, H, W) log-probability tensors (a gather, and
+    # Σ q log p̄ expanded); their gradients must still be those of the formula written plainly.
+    logits, old_logits, targets = random_inputs(num_old, num_new, seed=11)
+    targets[0, 0, 0] = num_old - 1  # an old-class label (pseudo-labels) is absorbed like background
+    absorbed = max(num_old, 1)
+
+    def direct_unbiased_ce(z):  # (B, C, H, W) -> ()
+        p = z.softmax(1)
+        valid = targets != 255
+        label = torch.where(valid, targets, 0)
+        p_tilde = torch.where(label < absorbed, p[:, :absorbed].sum(1), p.gather(1, label[:, None]).squeeze(1))
+        return torch.where(valid, -p_tilde.log(), 0.0).mean()
+
+    def direct_unbiased_kd(z):
+        p, q = z.softmax(1), old_logits.softmax(1)
+        p_bar = torch.cat([p[:, :1] + p[:, num_old:].sum(1, keepdim=True), p[:, 1:num_old]], dim=1)
+        return (-(q * p_bar.log()).sum(1) / num_old).mean()
+
+    for key, direct in (("unbiased_ce", direct_unbiased_ce), ("unbiased_kd", direct_unbiased_kd)):
+        z = logits.clone().requires_grad_(True)
+        (gradient,) = torch.autograd.grad(TERMS[key]()(make_batch(z, targets, num_old, old_logits)), z)
+        z64 = logits.double().requires_grad_(True)
+        (expected,) = torch.autograd.grad(direct(z64), z64)
+        assert torch.allclose(gradient.double(), expected, atol=1e-7), key

@@ -93,17 +93,18 @@ class UnbiasedCrossEntropy(LossTerm):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         logits = batch.out.logits.float()  # (B, C_seen, H, W)
+        targets = batch.targets  # (B, H, W)
         num_absorbed = max(batch.num_old, 1)  # channels merged into background: O, or {0} at step 0
-        log_normaliser = torch.logsumexp(logits, dim=1, keepdim=True)  # (B, 1, H, W)
-        background_log_prob = (torch.logsumexp(logits[:, :num_absorbed], dim=1, keepdim=True)
-                               - log_normaliser)  # (B, 1, H, W) = log p̃(0)
-        log_probs = torch.cat([background_log_prob, logits[:, 1:] - log_normaliser],
-                              dim=1)  # (B, C_seen, H, W); old fg channels are never selected
-        labels = torch.where(batch.targets < num_absorbed,
-                             torch.zeros_like(batch.targets), batch.targets)  # (B, H, W)
-        pixel_losses = F.nll_loss(log_probs, labels, ignore_index=IGNORE_INDEX,
-                                  reduction="none")  # (B, H, W), 0 at ignored pixels
-        return reduce_pixel_losses(pixel_losses, batch.targets, self.reduction)
+        log_normaliser = torch.logsumexp(logits, dim=1)  # (B, H, W) LSE over S
+        background_score = torch.logsumexp(logits[:, :num_absorbed], dim=1)  # (B, H, W) LSE over O
+        valid = targets != IGNORE_INDEX  # (B, H, W)
+        absorbed = targets < num_absorbed  # (B, H, W) background, or an old class (pseudo-labels)
+        # z_i(y_i) by a gather, never a (B, C_seen, H, W) log-probability tensor (ADE: 151 channels)
+        new_class = torch.where(valid & ~absorbed, targets, torch.zeros_like(targets))  # (B, H, W)
+        label_score = logits.gather(1, new_class[:, None]).squeeze(1)  # (B, H, W)
+        score = torch.where(absorbed, background_score, label_score)  # (B, H, W)
+        pixel_losses = torch.where(valid, log_normaliser - score, 0.0)  # (B, H, W) −log p̃_i(y_i), 0 if ignored
+        return reduce_pixel_losses(pixel_losses, targets, self.reduction)
 
 
 class BinaryCrossEntropy(LossTerm):

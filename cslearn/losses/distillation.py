@@ -79,16 +79,16 @@ class UnbiasedKnowledgeDistillation(LossTerm):
     def forward(self, batch: Batch) -> torch.Tensor:
         current_logits, old_logits = _old_logits(batch)
         num_old = batch.num_old
-        log_normaliser = torch.logsumexp(current_logits, dim=1, keepdim=True)  # (B, 1, H, W)
-        background_and_new = torch.cat([current_logits[:, :1], current_logits[:, num_old:]],
-                                       dim=1)  # (B, 1 + |N|, H, W)
-        background_log_prob = (torch.logsumexp(background_and_new, dim=1, keepdim=True)
-                               - log_normaliser)  # (B, 1, H, W) = log p̄(0)
-        foreground_log_probs = current_logits[:, 1:num_old] - log_normaliser  # (B, |O|-1, H, W)
-        log_probs = torch.cat([background_log_prob, foreground_log_probs],
-                              dim=1)  # (B, |O|, H, W) = log p̄
-        old_probs = F.softmax(old_logits, dim=1)  # (B, |O|, H, W)
-        pixel_losses = -(old_probs * log_probs).mean(dim=1)  # (B, H, W)
+        log_normaliser = torch.logsumexp(current_logits, dim=1)  # (B, H, W) L = LSE over S
+        background_score = torch.logaddexp(current_logits[:, 0], torch.logsumexp(
+            current_logits[:, num_old:], dim=1))  # (B, H, W) LSE over {0} ∪ N
+        old_probs = F.softmax(old_logits, dim=1)  # (B, |O|, H, W) q
+        # Σ_c q(c) log p̄(c) = q(0)·LSE_{0∪N} + Σ_{c=1}^{|O|-1} q(c)·z(c) − L·Σ_c q(c), without
+        # building the (B, |O|, H, W) tensor of log p̄ (ADE: 101 to 150 old channels at 512x512)
+        expected_log_prob = (old_probs[:, 0] * background_score
+                             + (old_probs[:, 1:] * current_logits[:, 1:num_old]).sum(dim=1)
+                             - log_normaliser * old_probs.sum(dim=1))  # (B, H, W)
+        pixel_losses = -expected_log_prob / num_old  # (B, H, W) the mean over the |O| old channels
         return pixel_losses.mean()
 
 
