@@ -1,6 +1,6 @@
 """Cost of every loss term and method at realistic shapes, relative to plain cross-entropy.
 
-    python benchmarks/loss_cost.py [--batch 24] [--skip-model-step] [--datasets voc,ade]
+    python benchmarks/loss_cost.py [--batch 24] [--skip-model-step] [--datasets voc,ade] [--terms ce,...]
 
 Shapes are those of DeepLab-V3 / ResNet-101 at 512x512 crops, output stride 16: logits
 (B, C, 512, 512), "body" (B, 2048, 32, 32), "pre_logits" (B, 256, 32, 32), "logits_low"
@@ -138,7 +138,9 @@ def main() -> None:
     parser.add_argument("--datasets", default="voc,ade")
     parser.add_argument("--skip-model-step", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--terms", default=None, help="only these terms (comma-separated), and no methods")
     args = parser.parse_args()
+    terms = args.terms.split(",") if args.terms else list(TERMS)
     figures: dict = {"batch": args.batch, "threads": torch.get_num_threads(), "terms": {}, "methods": {}}
     if not args.skip_model_step:
         seconds, measured = model_step_seconds(args.batch)
@@ -150,7 +152,7 @@ def main() -> None:
         plain_ce = runner("term", "ce", batch)
         plain_ce()  # warm-up: allocates the features' gradients, which every later run accumulates into
         ce_seconds = loss_seconds(plain_ce)
-        for kind, names in (("term", list(TERMS)), ("method", list(METHODS))):
+        for kind, names in (("term", terms), ("method", [] if args.terms else list(METHODS))):
             for name in names:
                 seconds = loss_seconds(runner(kind, name, batch))
                 entry = {"seconds": seconds, "vs_ce": seconds / ce_seconds}
@@ -162,7 +164,7 @@ def main() -> None:
                       flush=True)
         del batch, plain_ce  # the memory subprocesses build their own batch: ADE's at batch 24 is ~10 GiB
         gc.collect()
-        for name in [] if args.skip_memory else list(TERMS):
+        for name in [] if args.skip_memory else terms:
             entry = figures["terms"][name][dataset]
             entry["peak_extra_gib"] = measure_memory(dataset, "term", name, args.batch)
             print(f"{dataset}   term {name:>24}: peak +{entry['peak_extra_gib']:.2f} GiB", flush=True)
