@@ -36,6 +36,7 @@ from cslearn.config import RESUME_MAY_DIFFER, DataConfig, ModelConfig, RunConfig
 from cslearn.continual import run_protocol
 from cslearn.methods import get_method
 from cslearn.models import Segmenter, build_model
+from cslearn.models.output import predicted_labels
 from cslearn.protocol import get_task
 
 ENV_FAST, ENV_DATA, ENV_RUNS = "CSLEARN_FAST", "CSLEARN_DATA", "CSLEARN_RUNS"
@@ -257,7 +258,7 @@ def predict(model: Segmenter, images: torch.Tensor) -> torch.Tensor:
     model.eval()
     parameter = next(model.parameters())
     logits = model(images.to(parameter.device)).logits  # (B, C_seen, H, W)
-    return logits.argmax(dim=1).cpu()
+    return predicted_labels(logits).cpu()
 
 
 def use_drive(folder: str = "cslearn-runs") -> Path:

@@ -15,6 +15,7 @@ from cslearn.losses.base import Batch
 from cslearn.objective import Objective
 from cslearn.metrics import ConfusionMatrix
 from cslearn.models import Segmenter
+from cslearn.models.output import predicted_labels
 
 
 def poly_scheduler(optimizer: torch.optim.Optimizer, total_iterations: int, power: float = 0.9):
@@ -101,5 +102,5 @@ def evaluate(model: Segmenter, loader: Iterable, num_classes: int, device: torch
         images, targets = images.to(device), targets.to(device)
         with autocast(device, amp):
             logits = model(images).logits  # (B, C_seen, H, W)
-        matrix.update(logits.argmax(dim=1), targets)
+        matrix.update(predicted_labels(logits), targets)
     return matrix

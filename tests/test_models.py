@@ -13,6 +13,7 @@ import torchvision
 
 from cslearn.models import MODELS, SegOutput, Segmenter, build_model
 from cslearn.models.deeplab import resnet_weights
+from cslearn.models.output import predicted_labels
 
 CLASSES = [3, 2]
 SIZE = 32  # small inputs keep the ResNet tests fast: 2x2 (OS16) or 4x4 (OS8) feature maps
@@ -250,3 +251,14 @@ def test_channels_last_gives_the_same_output(name: str) -> None:
         out = model(images().to(memory_format=torch.channels_last))
     torch.testing.assert_close(out.logits, reference.logits, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(out.features["pre_logits"], reference.features["pre_logits"], rtol=1e-4, atol=1e-4)
+
+
+def test_predicted_labels_are_the_first_channel_maximum_like_argmax() -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randint(0, 3, (3, 5, 4, 6), generator=generator).float()  # (B, C, H, W), many ties
+    labels = predicted_labels(logits)
+    assert labels.dtype == torch.int64 and labels.shape == (3, 4, 6)
+    assert torch.equal(labels, logits.argmax(dim=1))
+    for b, i, j in torch.cartesian_prod(torch.arange(3), torch.arange(4), torch.arange(6)).tolist():
+        scores = logits[b, :, i, j].tolist()
+        assert labels[b, i, j] == scores.index(max(scores))  # the first maximum

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cslearn.data.incremental import label_sets
-from cslearn.data.toy import TOY_CLASSES, ToySegmentation
+from cslearn.data.toy import TOY_CLASSES, ToySegmentation, _render_split
 from cslearn.protocol import get_task, select_images
 
 NUM_IMAGES = 300  # enough for every class; the default 2,000 is too slow for a unit test
@@ -35,12 +35,25 @@ def test_reader_interface(toy):
 
 def test_deterministic_for_a_seed():
     first = ToySegmentation("train", num_images=12, image_size=32, seed=7)
+    _render_split.cache_clear()  # render again rather than share the first rendering
     second = ToySegmentation("train", num_images=12, image_size=32, seed=7)
+    assert second.images is not first.images
     np.testing.assert_array_equal(first.images, second.images)
     np.testing.assert_array_equal(first.masks, second.masks)
     assert first.ids == second.ids
     other_seed = ToySegmentation("train", num_images=12, image_size=32, seed=8)
     assert not np.array_equal(first.masks, other_seed.masks)
+
+
+def test_instances_with_the_same_settings_share_one_read_only_rendering():
+    first = ToySegmentation("val", num_images=6, image_size=32, seed=3)
+    second = ToySegmentation("val", num_images=6, image_size=32, seed=3)
+    assert second.images is first.images and second.masks is first.masks
+    with pytest.raises(ValueError, match="read-only"):
+        first.masks[0, 0, 0] = 1  # shared: nobody may change another run's images
+    assert ToySegmentation("val", num_images=7, image_size=32, seed=3).images is not first.images
+    image, mask = first[2]  # PIL images from read-only arrays
+    np.testing.assert_array_equal(np.asarray(image), first.images[2])
 
 
 def test_splits_differ():

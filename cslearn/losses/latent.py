@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from cslearn.losses.base import IGNORE_INDEX, Batch, LossTerm, SharedState, StepContext
+from cslearn.models.output import predicted_labels
 
 BANK = "sdr_prototypes"
 
@@ -166,7 +167,7 @@ class PrototypeMatching(_UsesPrototypes):
             raise ValueError(f"old model has {old_logits.shape[1]} channels, batch.num_old is {batch.num_old}")
         features, labels = pixel_vectors(batch)  # (N, C), (N,)
         size = batch.out.features["body"].shape[-2:]
-        pseudo = labels_at(old_logits.argmax(dim=1), size).reshape(-1)  # (N,) old argmax, at h×w
+        pseudo = labels_at(predicted_labels(old_logits), size).reshape(-1)  # (N,) old argmax, at h×w
         pseudo = torch.where(labels == 0, pseudo, 0)  # (N,) only on current background
         matched = pseudo > 0
         if not matched.any():

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from cslearn.losses.base import IGNORE_INDEX, Batch, LossTerm, MissingOldModelError, StepContext, TargetRewriter
+from cslearn.models.output import predicted_labels
 
 MEDIAN_BIN_WIDTH = 1e-6  # exact median to within half of this
 CODED_BINS = 100  # the reference's histogram for the entropy mode
@@ -54,7 +55,7 @@ def old_predictions(old_logits: torch.Tensor, num_seen: int) -> tuple[torch.Tens
     """Old logits (B, |O|, H, W) -> (ĉ (B, H, W) int64, u (B, H, W) float32), see the module doc."""
     logits = old_logits.float()  # (B, |O|, H, W)
     num_old = logits.shape[1]
-    classes = logits.argmax(dim=1)  # (B, H, W), the argmax of q
+    classes = predicted_labels(logits)  # (B, H, W), the argmax of q
     if num_old == 1:
         return classes, torch.zeros_like(logits[:, 0])  # one class: certain, u = 0
     log_probs = F.log_softmax(logits, dim=1)  # (B, |O|, H, W), finite, so 0·log 0 -> 0
