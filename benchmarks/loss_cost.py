@@ -5,7 +5,8 @@
 Shapes are those of DeepLab-V3 / ResNet-101 at 512x512 crops, output stride 16: logits
 (B, C, 512, 512), "body" (B, 2048, 32, 32), "pre_logits" (B, 256, 32, 32), "logits_low"
 (B, C, 32, 32) and the four stage pre-activations, with VOC-like (21 classes, a few objects per
-image) and ADE-like (151 classes, many regions per image) label maps at step t >= 1.
+image, 35 % object pixels) and ADE-like (151 classes, many regions per image, 90 % object pixels)
+label maps at step t >= 1, and old logits that agree with them (see make_batch).
 For each term: forward + backward time (seconds and / plain CE), and the peak extra memory,
 measured in a fresh subprocess as the rise of the resident size's high-water mark
 (benchmarks/memory.py; it includes the gradients of the features the term reads). The model step (one
@@ -32,12 +33,21 @@ from cslearn.models.output import SegOutput
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks.memory` when run as a script
 from benchmarks.memory import GIB, run_python  # noqa: E402
 
-SETTINGS = {"voc": {"num_old": 16, "num_new": 5, "regions": 3}, "ade": {"num_old": 101, "num_new": 50, "regions": 12}}
+# Label statistics of a step t >= 1 batch, from methods.md's UCD memory table: on VOC about 35 % of the
+# pixels are objects ("anchors", old and new classes) and 25 % old-class objects; on ADE20K about 90 %
+# and 80 % (class 0 is void there, and the old classes 1-100 are the frequent ones).
+SETTINGS = {"voc": {"num_old": 16, "num_new": 5, "regions": 3, "objects": 0.35, "old_objects": 0.25},
+            "ade": {"num_old": 101, "num_new": 50, "regions": 12, "objects": 0.90, "old_objects": 0.80}}
 STAGES = {"stage1_preact": (256, 128), "stage2_preact": (512, 64), "stage3_preact": (1024, 32), "stage4_preact": (2048, 32)}
+OLD_MODEL_MARGIN = 4.0  # the old model's logit for its answer exceeds the others by this (plus noise)
 
 
 def make_batch(dataset: str, batch_size: int, size: int = 512, low: int = 32, seed: int = 0) -> Batch:
-    """A step-1 batch with random features and blob label maps (new classes and background)."""
+    """A step-1 batch: random features, and label maps of `regions` vertical bands per image, each
+    an old-class object, a new-class object or background (VOC) / void (ADE20K, whose class 0 is
+    ignored) with the shares of SETTINGS. The old model's logits favour its answer: the class of an
+    old-class band, background elsewhere; so, as in training, only object pixels become UCD anchors
+    or keys, and PLOP's pseudo-labels and SDR's matching see old classes where they are."""
     generator = torch.Generator().manual_seed(seed)
     setting = SETTINGS[dataset]
     num_old, num_new = setting["num_old"], setting["num_new"]
@@ -46,6 +56,19 @@ def make_batch(dataset: str, batch_size: int, size: int = 512, low: int = 32, se
     def leaf(*shape, grad=True):
         return torch.randn(*shape, generator=generator).requires_grad_(grad)
 
+    # True classes of the bands: old object, new object, or background / void.
+    draw = torch.rand(batch_size, setting["regions"], generator=generator)  # (B, R)
+    old_class = torch.randint(1, num_old, draw.shape, generator=generator)  # (B, R)
+    new_class = torch.randint(num_old, num_seen, draw.shape, generator=generator)  # (B, R)
+    outside = 0 if dataset == "voc" else 255  # VOC background, ADE20K void
+    truth = torch.where(draw < setting["old_objects"], old_class,
+                        torch.where(draw < setting["objects"], new_class, outside))  # (B, R)
+    old_answer = torch.where(truth < num_old, truth, 0)  # (B, R): background for new classes and void
+
+    def bands(values: torch.Tensor, width: int) -> torch.Tensor:  # (B, R) -> (B, width, width)
+        columns = torch.arange(width) * setting["regions"] // width  # (width,) band of each column
+        return values[:, columns][:, None, :].expand(batch_size, width, width)
+
     def output(channels: int, grad: bool) -> SegOutput:
         features = {name: leaf(batch_size, c, s, s, grad=grad) for name, (c, s) in STAGES.items()}
         features["body"] = torch.randn(batch_size, 2048, low, low, generator=generator).relu().requires_grad_(grad)
@@ -53,14 +76,15 @@ def make_batch(dataset: str, batch_size: int, size: int = 512, low: int = 32, se
         features["logits_low"] = leaf(batch_size, channels, low, low, grad=grad)
         return SegOutput(logits=leaf(batch_size, channels, size, size, grad=grad), features=features)
 
-    # Label maps: each image is split into `regions` vertical bands of random classes.
-    labels = torch.randint(0, num_seen, (batch_size, setting["regions"]), generator=generator)  # (B, R)
-    labels[labels < num_old] = 0  # old classes appear as background at step t >= 1
-    band = torch.arange(size) * setting["regions"] // size  # (W,) band index of each column
-    targets = labels[:, band][:, None, :].expand(batch_size, size, size).clone()  # (B, H, W)
-    targets[:, :, ::97] = 255  # some void columns
+    old = output(num_old, False)
+    for key, width in (("logits", size), ("logits_low", low)):
+        logits = old.logits if key == "logits" else old.features[key]  # (B, |O|, width, width)
+        logits.scatter_add_(1, bands(old_answer, width)[:, None], torch.full((batch_size, 1, width, width), OLD_MODEL_MARGIN))
+    targets = torch.where(truth < num_old, torch.where(truth == 255, 255, 0), truth)  # (B, R) old -> 0, the shift
+    targets = bands(targets, size).clone()  # (B, H, W)
+    targets[:, :, ::97] = 255  # some void columns (object borders)
     return Batch(images=torch.zeros(batch_size, 3, 1, 1), targets=targets, out=output(num_seen, True),
-                 old=output(num_old, False), num_old=num_old, num_new=num_new, step=1)
+                 old=old, num_old=num_old, num_new=num_new, step=1)
 
 
 def loss_seconds(run, repeats: int = 2) -> float:
@@ -149,6 +173,10 @@ def main() -> None:
               f"(measured at batch {measured}, scaled linearly)", flush=True)
     for dataset in args.datasets.split(","):
         batch = make_batch(dataset, args.batch)
+        objects = batch.old.logits.argmax(dim=1).gt(0) | batch.targets.gt(0)  # (B, H, W) old or new objects
+        objects &= batch.targets.ne(255)
+        print(f"{dataset}: {100 * objects.float().mean():.0f} % object pixels (old or new, not void), "
+              f"{100 * batch.targets.eq(255).float().mean():.0f} % void", flush=True)
         plain_ce = runner("term", "ce", batch)
         plain_ce()  # warm-up: allocates the features' gradients, which every later run accumulates into
         ce_seconds = loss_seconds(plain_ce)

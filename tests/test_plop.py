@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from cslearn.losses import REWRITERS, TERMS, Batch, MissingOldModelError, StepContext
-from cslearn.losses.pod import collapse_new_logits, pod_distance, pod_embedding
+from cslearn.losses import pod
+from cslearn.losses.pod import _pod_embedding_by_cells, collapse_new_logits, pod_distance, pod_embedding
 from cslearn.losses.pseudo_labels import coded_histogram_median, entropy_thresholds, old_predictions
 from cslearn.methods import Term
 from cslearn.objective import Objective
@@ -58,6 +59,20 @@ def test_pod_embedding_matches_loops(height, width):
         assert torch.allclose(embedding[b].sort().values.double(), torch.tensor(expected, dtype=torch.float64),
                               rtol=1e-5, atol=1e-6)
     assert pod_distance(maps, old_maps).item() == pytest.approx(loop_distance(maps, old_maps, (1, 2, 4)), rel=1e-5)
+
+
+@pytest.mark.parametrize("shape,scales", [((2, 3, 8, 8), (1, 2, 4)), ((1, 2, 12, 4), (1, 2, 4)),
+                                          ((2, 1, 6, 6), (3, 1)), ((1, 2, 16, 8), (2, 8))])
+def test_pod_strip_pooling_equals_pooling_every_cell(shape, scales, monkeypatch):
+    maps = torch.randn(*shape, generator=torch.Generator().manual_seed(5), requires_grad=True)
+    direct = _pod_embedding_by_cells(maps.pow(2), scales)  # every scale pooled from the map
+    monkeypatch.setattr(pod, "_pod_embedding_by_cells", None)  # the strip path must not fall back
+    fast = pod_embedding(maps, scales)  # finest-scale strips, then means of strips
+    assert fast.shape == direct.shape and torch.allclose(fast, direct, rtol=1e-6, atol=1e-6)  # same order
+    weights = torch.randn(fast.shape, generator=torch.Generator().manual_seed(6))
+    (fast_grad,) = torch.autograd.grad((fast * weights).sum(), maps)
+    (direct_grad,) = torch.autograd.grad((direct * weights).sum(), maps)
+    assert torch.allclose(fast_grad, direct_grad, rtol=1e-5, atol=1e-6)
 
 
 def test_pod_hand_computed_2x2():

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from cslearn.losses import TERMS, Batch
-from cslearn.losses.contrastive import (ContrastiveDistillation, build_contrast_set, cap_per_class, chunk_loss_sum,
-                                        nearest_labels)
+from cslearn.losses import contrastive
+from cslearn.losses.contrastive import ContrastiveDistillation, build_contrast_set, cap_per_class, nearest_labels
 from cslearn.models.output import SegOutput
 
 SIZE, FEATURE_SIZE, CHANNELS = 8, 4, 5
@@ -264,30 +264,50 @@ def test_max_anchors_per_class():
     assert torch.isfinite(capped)
 
 
-def test_chunks_do_not_keep_similarity_buffers_for_backward():
+def test_chunks_do_not_keep_similarity_buffers_for_backward(monkeypatch):
     """Under checkpointing autograd keeps O(N·C) tensors, never a (chunk, N_c) or (N_a, N_c) matrix."""
-    batch = make_batch(9, batch_size=4)
+    batch = make_batch(9, batch_size=12)
     pixels = build_contrast_set(batch)
-    chunk_size = 16
+    chunk_size = 12
     chunk_matrix = chunk_size * len(pixels.contrast)  # elements of one (chunk, N_c) buffer
-    assert len(pixels.anchors) > chunk_size and chunk_matrix > 2 * pixels.contrast.numel()
+    assert torch.bincount(pixels.anchor_labels).max() > chunk_size and chunk_matrix > 2 * pixels.contrast.numel()
     for checkpointed in (True, False):
+        if not checkpointed:  # the same chunks evaluated directly keep their (chunk, N_c) buffers
+            monkeypatch.setattr(contrastive, "checkpoint", lambda function, *arguments, **_: function(*arguments))
         saved: list[int] = []
 
-        def pack(tensor: torch.Tensor) -> torch.Tensor:
-            saved.append(tensor.numel())
+        def pack(tensor: torch.Tensor) -> torch.Tensor:  # a view keeps its whole storage alive
+            saved.append(tensor.untyped_storage().nbytes() // tensor.element_size())
             return tensor
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            if checkpointed:
-                ContrastiveDistillation(chunk_size=chunk_size)(batch)
-            else:  # the same chunk without checkpointing keeps its (chunk, N_c) buffers
-                counts = torch.bincount(pixels.contrast_labels)[pixels.anchor_labels] - 1
-                chunk_loss_sum(pixels.anchors[:chunk_size], pixels.contrast, pixels.anchor_labels[:chunk_size],
-                               pixels.contrast_labels, pixels.anchor_probs[:chunk_size], pixels.contrast_probs,
-                               pixels.anchor_ground_truth[:chunk_size], pixels.contrast_ground_truth,
-                               counts[:chunk_size], 0, 0.07)
+            ContrastiveDistillation(chunk_size=chunk_size)(batch)
         assert (max(saved) < chunk_matrix) == checkpointed
+
+
+def test_chunks_hold_one_label_and_at_most_chunk_size_rows(monkeypatch):
+    batch = make_batch(9, batch_size=4)
+    pixels = build_contrast_set(batch)
+    calls = []
+    original = contrastive.chunk_loss_sum
+
+    def recording(anchors, contrast, *rest):
+        calls.append((len(anchors), rest[-4]))  # rows, block of columns
+        return original(anchors, contrast, *rest)
+
+    monkeypatch.setattr(contrastive, "chunk_loss_sum", recording)
+    ContrastiveDistillation(chunk_size=3)(batch)
+    counts = torch.bincount(pixels.contrast_labels)
+    positives = counts[pixels.anchor_labels] - 1
+    expected = {label: int(((pixels.anchor_labels == label) & (positives > 0)).sum())
+                for label in pixels.anchor_labels.unique().tolist()}
+    rows_per_block: dict = {}
+    for rows, block in calls:
+        assert 1 <= rows <= 3
+        rows_per_block[block] = rows_per_block.get(block, 0) + rows
+    first = torch.cumsum(counts, 0) - counts
+    assert rows_per_block == {(int(first[label]), int(first[label] + counts[label])): rows
+                              for label, rows in expected.items() if rows > 0}
 
 
 @pytest.mark.parametrize("options", [{"temperature": 0.0}, {"chunk_size": 0}, {"max_anchors_per_class": 0}])

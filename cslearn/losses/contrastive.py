@@ -100,38 +100,42 @@ def build_contrast_set(batch: Batch, max_per_class: Optional[int] = None) -> Con
     )
 
 
-def chunk_loss_sum(anchors: torch.Tensor, contrast: torch.Tensor, anchor_labels: torch.Tensor,
-                   contrast_labels: torch.Tensor, anchor_probs: torch.Tensor, contrast_probs: torch.Tensor,
-                   anchor_ground_truth: torch.Tensor, contrast_ground_truth: torch.Tensor,
-                   num_positives: torch.Tensor, first_row: int, temperature: float,
-                   unshifted_negatives: bool = False, uncertainty: bool = True) -> torch.Tensor:
-    """Σ_i ℓ_i over a chunk of R anchor rows (rows first_row.. of the anchor set), exactly.
+def chunk_loss_sum(anchors: torch.Tensor, contrast: torch.Tensor, anchor_probs: torch.Tensor,
+                   contrast_probs: torch.Tensor, anchor_ground_truth: torch.Tensor,
+                   contrast_ground_truth: torch.Tensor, num_positives: torch.Tensor, own_columns: torch.Tensor,
+                   block: tuple[int, int], temperature: float, unshifted_negatives: bool = False,
+                   uncertainty: bool = True) -> torch.Tensor:
+    """Σ_i ℓ_i over a chunk of R anchors of one label, exactly, with the contrast set sorted by label.
 
-    ℓ_i needs only row i, so chunks are independent and their sum is exact. Per positive,
-    −log(e^{s_ij} / (e^{s_ij} + e^{n_i})) = softplus(n_i − s_ij), n_i = log Σ_{k∈N_i} e^{s_ik}; so
-        Σ_i ℓ_i = Σ_ij A_ij · softplus(n_i − s_ij),   A_ij = [j ∈ P_i] · W_ij / |P_i|  (no gradient),
-    which keeps few (R, N_c) float32 buffers for backward (the logsumexp input, the softplus input and
-    A). Masks are boolean label comparisons; the non-differentiable ones are built in place.
+    Sorted by label, the entries that share the chunk's label are one block of columns
+    [block[0], block[1]) (the positives, and each anchor's own copy at `own_columns`) and the
+    negatives are everything left and right of it. Per positive,
+    −log(e^{s_ij} / (e^{s_ij} + e^{n_i})) = softplus(n_i − s_ij), n_i = log Σ_{k∈N_i} e^{s_ik}, so
+        Σ_i ℓ_i = Σ_{i, j in block} A_ij · softplus(n_i − s_ij),   A_ij = [j ≠ own copy] · W_ij / |P_i|,
+    with n_i the logsumexp of the two side blocks (each stable on its own). The weights and the
+    softplus live on the positive block only; no (R, N_c) mask is built, and the only (R, N_c)
+    buffers are s and the gradients of the two logsumexps. softplus(n_i − s_ij) does not change
+    when s shifts by a constant per row, so no row maximum is subtracted.
     """
-    num_rows = anchors.shape[0]
-    similarity = (anchors @ contrast.T).div_(temperature)  # (R, N_c) s_ij
-    row_max = similarity.detach().amax(dim=1, keepdim=True)  # (R, 1) M_i (= 1/τ via the own copy)
-    logits = similarity.sub_(row_max)  # (R, N_c) s_ij − M_i, one shift for numerator and denominator
-    same_label = anchor_labels[:, None] == contrast_labels[None, :]  # (R, N_c) bool, not negatives
-    # finfo.min rather than -inf: rows without negatives get n_i ≈ -3e38 and no NaN gradients
-    log_negatives = torch.logsumexp(logits.masked_fill(same_label, torch.finfo(logits.dtype).min),
-                                    dim=1, keepdim=True)  # (R, 1) n_i − M_i
-    if unshifted_negatives:  # official-code quirk (§6.7 item 1): negatives carry e^{M_i}
-        log_negatives = log_negatives + row_max
-    row = torch.arange(num_rows, device=anchors.device)  # (R,)
-    same_label[row, row + first_row] = False  # positives: same label, except the anchor's own copy
+    similarity = (anchors / temperature) @ contrast.T  # (R, N_c) s_ij
+    start, end = block
+    sides = [torch.logsumexp(side, dim=1) for side in (similarity[:, :start], similarity[:, end:])
+             if side.shape[1] > 0]  # each (R,): the negatives left and right of the block
+    if sides:
+        log_negatives = sides[0] if len(sides) == 1 else torch.logaddexp(*sides)  # (R,) n_i
+    else:  # one label only: no negatives, e^{n_i} = 0 (finfo.min rather than -inf: no NaN gradient)
+        log_negatives = similarity.new_full(similarity.shape[:1], torch.finfo(similarity.dtype).min)
+    if unshifted_negatives:  # official-code quirk (§6.7 item 1): negatives carry e^{M_i}, M_i = max_j s_ij
+        log_negatives = log_negatives + similarity.detach().amax(dim=1)
+    positives = similarity[:, start:end]  # (R, P) s_ij, same label as the anchor
     if uncertainty:
-        coefficients = anchor_probs @ contrast_probs.T  # (R, N_c) W_ij = q_i·q_j
+        weights = anchor_probs @ contrast_probs[start:end].T  # (R, P) W_ij = q_i·q_j
     else:  # ablation: every positive weighs 1 (plain supervised contrastive distillation)
-        coefficients = logits.new_ones(logits.shape)  # (R, N_c)
-    coefficients.masked_fill_(anchor_ground_truth[:, None] & contrast_ground_truth[None, :], 1.0)  # GT new pairs
-    coefficients.masked_fill_(~same_label, 0.0).div_(num_positives.clamp(min=1)[:, None])  # (R, N_c) A_ij
-    return (coefficients * F.softplus(log_negatives - logits)).sum()  # () Σ_i ℓ_i, 0 for rows without P_i
+        weights = positives.new_ones(positives.shape)  # (R, P)
+    weights.masked_fill_(anchor_ground_truth[:, None] & contrast_ground_truth[None, start:end], 1.0)  # GT new pairs
+    weights[torch.arange(len(anchors), device=anchors.device), own_columns - start] = 0.0  # not the own copy
+    weights = weights / num_positives.clamp(min=1)[:, None]  # (R, P) A_ij
+    return (weights * F.softplus(log_negatives[:, None] - positives)).sum()  # () Σ_i ℓ_i
 
 
 class ContrastiveDistillation(LossTerm):
@@ -147,12 +151,15 @@ class ContrastiveDistillation(LossTerm):
         ℓ_i = −(1/|P_i|) Σ_{j∈P_i} W_ij log( e^{s_ij} / (e^{s_ij} + Σ_{k∈N_i} e^{s_ik}) ),
         L = mean of ℓ_i over the anchors with |P_i| > 0;  0 (still in the graph) when there are none.
     Normalisation: the COUNT |P_i| per anchor (not Σ_j W_ij), W on positives only, a mean over
-    anchors with positives. Stable: the detached row max is subtracted from numerator and
-    denominator alike; the negatives are a logsumexp.
+    anchors with positives. Stable: each term is softplus(n_i − s_ij) with the negatives n_i a
+    logsumexp, the same for numerator and denominator (the official code's row-max shift cancels).
 
-    Memory (§6.7 item 7): ℓ_i reads only row i, so the rows are evaluated exactly in chunks of
-    `chunk_size` anchors, each under activation checkpointing, so only one chunk's (chunk_size, N_c)
-    buffers are ever alive (forward, or recompute + backward). `benchmarks/ucd_memory.py` measures it.
+    Memory and time (§6.7 item 7): ℓ_i reads only row i, so the rows are evaluated exactly in chunks
+    of at most `chunk_size` anchors of one label, each under activation checkpointing, so only one
+    chunk's (chunk_size, N_c) buffers are ever alive (forward, or recompute + backward); and with the
+    contrast set sorted by label, a chunk's positives are one block of columns and its negatives the
+    rest, so the (R, N_c) work is the similarity product and one logsumexp: no masks, weights or
+    softplus over whole rows. `benchmarks/ucd_memory.py` and `benchmarks/loss_cost.py` measure it.
 
     Fixes to the official code (methods.md §6.7), all on by default:
       1. consistent shift: no e^{1/τ} factor on the negatives (`unshifted_negatives=True` restores it);
@@ -166,7 +173,7 @@ class ContrastiveDistillation(LossTerm):
       7. chunked exact evaluation instead of dense N_a × N_c matrices; boolean masks, no integer matmul.
     The contrast also spans the whole mini-batch, not per-device groups (item 6).
 
-    Options: `temperature` τ (0.07); `chunk_size` anchor rows per chunk (1024); `max_anchors_per_class`
+    Options: `temperature` τ (0.07); `chunk_size` at most this many anchor rows per chunk (1024); `max_anchors_per_class`
     (None = exact): keep at most this many random anchors and as many random old keys per class, which
     bounds memory but changes the loss; `unshifted_negatives` (False): the official e^{1/τ} quirk;
     `uncertainty` (True): False sets every W_ij to 1, the ablation of the uncertainty weight.
@@ -203,20 +210,33 @@ class ContrastiveDistillation(LossTerm):
         pixels = build_contrast_set(batch, self.max_anchors_per_class)
         counts = torch.bincount(pixels.contrast_labels)  # (max ȳ + 1,) entries per label
         num_positives = counts[pixels.anchor_labels] - 1  # (N_a,) |P_i|: same label, minus own copy
-        num_rows = int((num_positives > 0).sum())
-        if num_rows == 0:  # no anchor or no positive pair: 0, connected to the graph
+        rows = torch.nonzero(num_positives > 0).squeeze(1)  # (n,) the anchors that have positives
+        if len(rows) == 0:  # no anchor or no positive pair: 0, connected to the graph
             return batch.out.features["pre_logits"].float().sum() * 0.0
-        total = pixels.anchors.new_zeros(())  # ()
-        for start in range(0, pixels.anchors.shape[0], self.chunk_size):
-            chunk = slice(start, start + self.chunk_size)
-            arguments = (pixels.anchors[chunk], pixels.contrast, pixels.anchor_labels[chunk],
-                         pixels.contrast_labels, pixels.anchor_probs[chunk], pixels.contrast_probs,
-                         pixels.anchor_ground_truth[chunk], pixels.contrast_ground_truth,
-                         num_positives[chunk], start, self.temperature, self.unshifted_negatives,
-                         self.uncertainty)
-            if pixels.anchors.requires_grad and torch.is_grad_enabled():
-                total = total + checkpoint(chunk_loss_sum, *arguments, use_reentrant=False,
-                                           preserve_rng_state=False)
-            else:
-                total = total + chunk_loss_sum(*arguments)
-        return total / num_rows
+        # The contrast set sorted by label: label c owns the columns [first[c], first[c] + counts[c]).
+        order = torch.argsort(pixels.contrast_labels, stable=True)  # (N_c,) column -> entry
+        column_of = torch.empty_like(order)
+        column_of[order] = torch.arange(len(order), device=order.device)  # (N_c,) entry -> column
+        first = torch.cumsum(counts, 0) - counts  # (max ȳ + 1,)
+        contrast, contrast_probs = pixels.contrast[order], pixels.contrast_probs[order]  # (N_c, C), (N_c, |O|)
+        contrast_ground_truth = pixels.contrast_ground_truth[order]  # (N_c,)
+        rows = rows[torch.argsort(pixels.anchor_labels[rows], stable=True)]  # (n,) grouped by label
+        labels, sizes = torch.unique_consecutive(pixels.anchor_labels[rows], return_counts=True)
+        anchors = pixels.anchors[rows]  # (n, C), in label groups
+        total, done = anchors.new_zeros(()), 0
+        for label, size in zip(labels.tolist(), sizes.tolist()):
+            block = (int(first[label]), int(first[label] + counts[label]))
+            for start in range(done, done + size, self.chunk_size):
+                chunk = slice(start, min(start + self.chunk_size, done + size))
+                index = rows[chunk]
+                arguments = (anchors[chunk], contrast, pixels.anchor_probs[index], contrast_probs,
+                             pixels.anchor_ground_truth[index], contrast_ground_truth, num_positives[index],
+                             column_of[index], block, self.temperature, self.unshifted_negatives,
+                             self.uncertainty)
+                if anchors.requires_grad and torch.is_grad_enabled():
+                    total = total + checkpoint(chunk_loss_sum, *arguments, use_reentrant=False,
+                                               preserve_rng_state=False)
+                else:
+                    total = total + chunk_loss_sum(*arguments)
+            done += size
+        return total / len(rows)

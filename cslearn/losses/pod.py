@@ -36,8 +36,33 @@ def pod_embedding(maps: torch.Tensor, scales: Sequence[int] = (1, 2, 4)) -> torc
     entries (scale, direction, channel, cell, position) differs from the reference's
     (scale, cell, direction, ...), which does not change the Euclidean distance between two
     embeddings.
+
+    When the finest scale divides H and W and every scale divides the finest (the usual 1, 2, 4 on
+    32x32 or 128x128 maps), each cell of a coarser scale is a union of equal finest cells, so the
+    map is pooled once per direction at the finest scale and the coarser poolings are means of
+    neighbouring strips (`_pod_embedding_by_cells` pools every scale from the map; same values up
+    to float rounding, three times fewer passes over the largest maps).
     """
     squared = maps.float().pow(2)  # (B, C, H, W), a = h ⊙ h
+    batch_size, channels, height, width = squared.shape
+    finest = max(scales)
+    if height % finest or width % finest or any(finest % scale for scale in scales):
+        return _pod_embedding_by_cells(squared, scales)
+    # Means over each of the `finest` column strips of every row, and row strips of every column.
+    column_strips = squared.reshape(batch_size, channels, height, finest, width // finest).mean(dim=4)  # (B, C, H, f)
+    row_strips = squared.reshape(batch_size, channels, finest, height // finest, width).mean(dim=3)  # (B, C, f, W)
+    parts = []
+    for scale in scales:
+        group = finest // scale  # finest strips per cell of this scale
+        width_pooled = column_strips.reshape(batch_size, channels, height, scale, group).mean(dim=4)  # (B, C, u·r, v)
+        height_pooled = row_strips.reshape(batch_size, channels, scale, group, width).mean(dim=3)  # (B, C, u, v·x)
+        parts.append(width_pooled.reshape(batch_size, -1))  # (B, C·s·s·rows), as Φ^W below
+        parts.append(height_pooled.reshape(batch_size, -1))  # (B, C·s·s·columns), as Φ^H below
+    return torch.cat(parts, dim=1)  # (B, D)
+
+
+def _pod_embedding_by_cells(squared: torch.Tensor, scales: Sequence[int]) -> torch.Tensor:
+    """Φ from the squared maps a (B, C, H, W), pooling every scale's cells directly (any size)."""
     batch_size, channels, height, width = squared.shape
     parts = []
     for scale in scales:
