@@ -75,6 +75,16 @@ def test_pod_strip_pooling_equals_pooling_every_cell(shape, scales, monkeypatch)
     assert torch.allclose(fast_grad, direct_grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("strips", [1, 2, 4])
+def test_squared_strip_means_backward_passes_gradcheck(strips):
+    maps = torch.randn(2, 3, 8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(strips))
+    assert torch.autograd.gradcheck(lambda m: pod.SquaredStripMeans.apply(m, strips), (maps.requires_grad_(),))
+    channels_last = maps.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    columns, rows = pod.SquaredStripMeans.apply(channels_last, strips)
+    assert torch.allclose(columns, maps.detach().pow(2).reshape(2, 3, 8, strips, 4 // strips).mean(dim=4))
+    assert torch.allclose(rows, maps.detach().pow(2).reshape(2, 3, strips, 8 // strips, 4).mean(dim=3))
+
+
 def test_pod_hand_computed_2x2():
     # h = [[1, 2], [3, 4]] -> a = [[1, 4], [9, 16]].
     # s = 1: width pooling (1/2)·row sums = 2.5, 12.5; height pooling (1/2)·column sums = 5, 10.
