@@ -116,8 +116,13 @@ def runner(kind: str, name: str, batch: Batch):
                                      old_model=old_model, train_loader=[(batch.images, batch.targets)],
                                      device=torch.device("cpu")))
 
+    if kind == "term" and name not in CLASSIFICATION_TERMS:
+        # A term's time includes PLOP's pseudo-labelling only if it reads the rewritten labels (the
+        # classification term); local_pod and UCD do not, although they belong to methods that rewrite.
+        objective.rewriter = None
+
     def run():
-        prepared = objective.prepare(batch)
+        prepared = objective.prepare(batch)  # the rewriter, then every term's and state's observe
         loss = term(prepared) if kind == "term" else objective(prepared)[0]
         loss.backward()
     return run

@@ -14,7 +14,6 @@ from typing import ClassVar, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from cslearn.losses.base import IGNORE_INDEX, Batch, LossTerm
 
@@ -104,29 +103,32 @@ def chunk_loss_sum(anchors: torch.Tensor, contrast: torch.Tensor, anchor_probs: 
                    contrast_probs: torch.Tensor, anchor_ground_truth: torch.Tensor,
                    contrast_ground_truth: torch.Tensor, num_positives: torch.Tensor, own_columns: torch.Tensor,
                    block: tuple[int, int], temperature: float, unshifted_negatives: bool = False,
-                   uncertainty: bool = True) -> torch.Tensor:
-    """Σ_i ℓ_i over a chunk of R anchors of one label, exactly, with the contrast set sorted by label.
+                   uncertainty: bool = True, gradient: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(Σ_i ℓ_i, ∂Σ_i ℓ_i/∂anchors or None) over a chunk of R anchors of one label, exactly, with the
+    contrast set sorted by label; inputs are plain tensors (no autograd).
 
     Sorted by label, the entries that share the chunk's label are one block of columns
     [block[0], block[1]) (the positives, and each anchor's own copy at `own_columns`) and the
     negatives are everything left and right of it. Per positive,
     −log(e^{s_ij} / (e^{s_ij} + e^{n_i})) = softplus(n_i − s_ij), n_i = log Σ_{k∈N_i} e^{s_ik}, so
-        Σ_i ℓ_i = Σ_{i, j in block} A_ij · softplus(n_i − s_ij),   A_ij = [j ≠ own copy] · W_ij / |P_i|,
-    with n_i the logsumexp of the two side blocks (each stable on its own). The weights and the
-    softplus live on the positive block only; no (R, N_c) mask is built, and the only (R, N_c)
-    buffers are s and the gradients of the two logsumexps. softplus(n_i − s_ij) does not change
-    when s shifts by a constant per row, so no row maximum is subtracted.
+        Σ_i ℓ_i = Σ_{i, j in block} A_ij · softplus(t_ij),  t_ij = n_i − s_ij,
+        A_ij = [j ≠ own copy] · W_ij / |P_i|,
+    with n_i the logsumexp of the two side blocks (each stable on its own); softplus(n_i − s_ij) does
+    not change when s shifts by a constant per row, so no row maximum is subtracted. The gradient,
+    by hand (the contrast set is detached, so only the anchors get one):
+        ∂/∂s_ij = −A_ij σ(t_ij) on the block,   ∂/∂s_ik = c_i e^{s_ik − n_i} on the negatives,
+        c_i = Σ_j A_ij σ(t_ij),   ∂/∂z_i = Σ_k (∂/∂s_ik) c_k / τ,
+    written into the similarity buffer in place: one (R, N_c) buffer per chunk, none kept.
     """
     similarity = (anchors / temperature) @ contrast.T  # (R, N_c) s_ij
     start, end = block
-    sides = [torch.logsumexp(side, dim=1) for side in (similarity[:, :start], similarity[:, end:])
-             if side.shape[1] > 0]  # each (R,): the negatives left and right of the block
+    left, right = similarity[:, :start], similarity[:, end:]  # (R, ·) the negatives: other labels
+    sides = [torch.logsumexp(side, dim=1) for side in (left, right) if side.shape[1] > 0]  # each (R,)
     if sides:
         log_negatives = sides[0] if len(sides) == 1 else torch.logaddexp(*sides)  # (R,) n_i
-    else:  # one label only: no negatives, e^{n_i} = 0 (finfo.min rather than -inf: no NaN gradient)
+    else:  # one label only: no negatives, e^{n_i} = 0 (finfo.min rather than -inf: no NaN)
         log_negatives = similarity.new_full(similarity.shape[:1], torch.finfo(similarity.dtype).min)
-    if unshifted_negatives:  # official-code quirk (§6.7 item 1): negatives carry e^{M_i}, M_i = max_j s_ij
-        log_negatives = log_negatives + similarity.detach().amax(dim=1)
+    shift = similarity.amax(dim=1) if unshifted_negatives else None  # (R,) M_i, official quirk (§6.7 item 1)
     positives = similarity[:, start:end]  # (R, P) s_ij, same label as the anchor
     if uncertainty:
         weights = anchor_probs @ contrast_probs[start:end].T  # (R, P) W_ij = q_i·q_j
@@ -134,8 +136,34 @@ def chunk_loss_sum(anchors: torch.Tensor, contrast: torch.Tensor, anchor_probs: 
         weights = positives.new_ones(positives.shape)  # (R, P)
     weights.masked_fill_(anchor_ground_truth[:, None] & contrast_ground_truth[None, start:end], 1.0)  # GT new pairs
     weights[torch.arange(len(anchors), device=anchors.device), own_columns - start] = 0.0  # not the own copy
-    weights = weights / num_positives.clamp(min=1)[:, None]  # (R, P) A_ij
-    return (weights * F.softplus(log_negatives[:, None] - positives)).sum()  # () Σ_i ℓ_i
+    weights.div_(num_positives.clamp(min=1)[:, None])  # (R, P) A_ij
+    # t_ij = n_i − s_ij; the quirk gives the negatives a factor e^{M_i}: t_ij = n_i + M_i − s_ij
+    excess = (log_negatives if shift is None else log_negatives + shift)[:, None] - positives  # (R, P) t_ij
+    total = (weights * F.softplus(excess)).sum()  # () Σ_i ℓ_i
+    if not gradient:
+        return total, None
+    pull = weights.mul_(torch.sigmoid(excess))  # (R, P) A_ij σ(t_ij) = −∂/∂s_ij
+    push = pull.sum(dim=1, keepdim=True)  # (R, 1) c_i
+    for side in (left, right):  # in place: s_ik -> c_i e^{s_ik − n_i}
+        side.sub_(log_negatives[:, None]).exp_().mul_(push)
+    similarity[:, start:end] = -pull
+    return total, similarity @ contrast / temperature  # (R, C) ∂Σ_i ℓ_i/∂z_i
+
+
+class _WithGradient(torch.autograd.Function):
+    """value, whose gradient with respect to `inputs` is the precomputed `gradient` (times the
+    incoming gradient): the loss is differentiated once, in the forward pass."""
+
+    @staticmethod
+    def forward(ctx, inputs: torch.Tensor, value: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(gradient)
+        return value.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: torch.Tensor):
+        (gradient,) = ctx.saved_tensors
+        return gradient * grad_output, None, None
 
 
 class ContrastiveDistillation(LossTerm):
@@ -155,11 +183,14 @@ class ContrastiveDistillation(LossTerm):
     logsumexp, the same for numerator and denominator (the official code's row-max shift cancels).
 
     Memory and time (§6.7 item 7): ℓ_i reads only row i, so the rows are evaluated exactly in chunks
-    of at most `chunk_size` anchors of one label, each under activation checkpointing, so only one
-    chunk's (chunk_size, N_c) buffers are ever alive (forward, or recompute + backward); and with the
-    contrast set sorted by label, a chunk's positives are one block of columns and its negatives the
-    rest, so the (R, N_c) work is the similarity product and one logsumexp: no masks, weights or
-    softplus over whole rows. `benchmarks/ucd_memory.py` and `benchmarks/loss_cost.py` measure it.
+    of at most `chunk_size` anchors of one label, and only one chunk's (chunk_size, N_c) similarity
+    buffer is ever alive. With the contrast set sorted by label, a chunk's positives are one block
+    of columns and its negatives the rest, so no mask or weight matrix over whole rows is built. The
+    gradient with respect to the anchors is computed by hand in the same pass (`chunk_loss_sum`) and
+    handed to autograd, so backward neither keeps nor recomputes any chunk: two (R, N_c) x C
+    products per chunk in all (where autograd with activation checkpointing needs three).
+    `benchmarks/ucd_memory.py` and `benchmarks/loss_cost.py` measure it; the tests compare value and
+    gradient with a loop over pixels and with autograd on the dense formula.
 
     Fixes to the official code (methods.md §6.7), all on by default:
       1. consistent shift: no e^{1/τ} factor on the negatives (`unshifted_negatives=True` restores it);
@@ -223,20 +254,24 @@ class ContrastiveDistillation(LossTerm):
         rows = rows[torch.argsort(pixels.anchor_labels[rows], stable=True)]  # (n,) grouped by label
         labels, sizes = torch.unique_consecutive(pixels.anchor_labels[rows], return_counts=True)
         anchors = pixels.anchors[rows]  # (n, C), in label groups
-        total, done = anchors.new_zeros(()), 0
+        needs_gradient = anchors.requires_grad and torch.is_grad_enabled()
+        plain = anchors.detach()  # (n, C); the gradient is computed by hand, chunk by chunk
+        gradient = torch.zeros_like(plain) if needs_gradient else None  # (n, C)
+        total, done = plain.new_zeros(()), 0
         for label, size in zip(labels.tolist(), sizes.tolist()):
             block = (int(first[label]), int(first[label] + counts[label]))
             for start in range(done, done + size, self.chunk_size):
                 chunk = slice(start, min(start + self.chunk_size, done + size))
                 index = rows[chunk]
-                arguments = (anchors[chunk], contrast, pixels.anchor_probs[index], contrast_probs,
-                             pixels.anchor_ground_truth[index], contrast_ground_truth, num_positives[index],
-                             column_of[index], block, self.temperature, self.unshifted_negatives,
-                             self.uncertainty)
-                if anchors.requires_grad and torch.is_grad_enabled():
-                    total = total + checkpoint(chunk_loss_sum, *arguments, use_reentrant=False,
-                                               preserve_rng_state=False)
-                else:
-                    total = total + chunk_loss_sum(*arguments)
+                value, chunk_gradient = chunk_loss_sum(
+                    plain[chunk], contrast, pixels.anchor_probs[index], contrast_probs,
+                    pixels.anchor_ground_truth[index], contrast_ground_truth, num_positives[index],
+                    column_of[index], block, self.temperature, self.unshifted_negatives, self.uncertainty,
+                    gradient=needs_gradient)
+                total = total + value
+                if gradient is not None:
+                    gradient[chunk] = chunk_gradient
             done += size
-        return total / len(rows)
+        if gradient is None:
+            return total / len(rows)
+        return _WithGradient.apply(anchors, total / len(rows), gradient / len(rows))
