@@ -11,8 +11,9 @@ For each term: forward + backward time (seconds and / plain CE), and the peak ex
 measured in a fresh subprocess as the rise of the resident size's high-water mark
 (benchmarks/memory.py; it includes the gradients of the features the term reads). The model step (one
 DeepLabV3-ResNet-101 forward + backward at 512x512, measured at a small batch and scaled
-linearly to --batch, an assumption stated in the output) gives the "share of a training step"; for a classification term (which replaces the CE the step
-already has) also what it adds over plain CE.
+linearly to --batch, an assumption stated in the output) gives the "share of a training step";
+for a classification term (which replaces the CE the step already has) also what it adds over
+plain CE.
 The last printed line is one JSON object with every figure.
 """
 from __future__ import annotations
@@ -83,7 +84,8 @@ def make_batch(dataset: str, batch_size: int, size: int = 512, low: int = 32, se
     old = output(num_old, False)
     for key, width in (("logits", size), ("logits_low", low)):
         logits = old.logits if key == "logits" else old.features[key]  # (B, |O|, width, width)
-        logits.scatter_add_(1, bands(old_answer, width)[:, None], torch.full((batch_size, 1, width, width), OLD_MODEL_MARGIN))
+        margin = torch.full((batch_size, 1, width, width), OLD_MODEL_MARGIN)  # (B, 1, width, width)
+        logits.scatter_add_(1, bands(old_answer, width)[:, None], margin)
     targets = torch.where(truth < num_old, torch.where(truth == 255, 255, 0), truth)  # (B, R) old -> 0, the shift
     targets = bands(targets, size).clone()  # (B, H, W)
     targets[:, :, ::97] = 255  # some void columns (object borders)
@@ -199,10 +201,11 @@ def main() -> None:
                     if kind == "term" and name in CLASSIFICATION_TERMS:  # replaces the step's own CE
                         entry["added_share_over_ce"] = (seconds - ce_seconds) / figures["model_step_seconds"]
                 figures[f"{kind}s"].setdefault(name, {})[dataset] = entry
+                share = entry.get("share_of_model_step")
+                added = entry.get("added_share_over_ce")
                 print(f"{dataset} {kind:>6} {name:>24}: {seconds * 1000:8.1f} ms  x{entry['vs_ce']:5.2f} CE"
-                      + (f"  {100 * entry['share_of_model_step']:5.2f}% of a step" if "share_of_model_step" in entry else "")
-                      + (f" (+{100 * entry['added_share_over_ce']:.2f}% over plain CE)" if "added_share_over_ce" in entry else ""),
-                      flush=True)
+                      + (f"  {100 * share:5.2f}% of a step" if share is not None else "")
+                      + (f" (+{100 * added:.2f}% over plain CE)" if added is not None else ""), flush=True)
         del batch, plain_ce  # the memory subprocesses build their own batch: ADE's at batch 24 is ~10 GiB
         gc.collect()
         for name in [] if args.skip_memory else terms:

@@ -12,8 +12,9 @@ Each configuration runs in a fresh subprocess. On CPU the figure is
 MALLOC_MMAP_THRESHOLD_=131072, so every large tensor is mmap-ed and returned on free and RSS follows
 the live tensors (with glibc's dynamic threshold, freed buffers under 32 MiB stay in the heap and
 RSS overstates the peak). On CUDA, max_memory_allocated − allocated before.
-The dense formulation (one chunk) is only run at small batch sizes; its per-buffer count there
-extrapolates it to larger batches.
+The dense formulation (`dense_loss`: the same loss as one (N_a, N_c) computation under autograd, as
+in the official code) is only run at small batch sizes; its per-buffer count there extrapolates it
+to larger batches.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/ucd_memory.py [--batch-sizes 4 24] [--chunk-sizes 512 1024]
 [--dense-batch-sizes 2 4] [--device cpu]``. The last line printed is one JSON object with the figures.
@@ -36,6 +37,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks.memory` when run as a script
 from benchmarks.memory import GIB, peak_growth_bytes  # noqa: E402
@@ -63,8 +65,30 @@ def ade_like_batch(batch_size: int, device: torch.device):
     return Batch(torch.zeros(1), targets.to(device), out, old, NUM_OLD, NUM_NEW, step=1)
 
 
+def dense_loss(batch, temperature: float = 0.07) -> torch.Tensor:
+    """UCD's loss as one (N_a, N_c) computation under autograd (methods.md §6.4-6.5, with the
+    project's fixes): what an unchunked implementation such as the official code keeps in memory.
+    Same value as ContrastiveDistillation (checked by `measure`)."""
+    from cslearn.losses.contrastive import build_contrast_set
+
+    pixels = build_contrast_set(batch)
+    similarity = pixels.anchors @ pixels.contrast.T / temperature  # (N_a, N_c) s_ij
+    same = pixels.anchor_labels[:, None] == pixels.contrast_labels[None, :]  # (N_a, N_c)
+    log_negatives = torch.logsumexp(similarity.masked_fill(same, torch.finfo(similarity.dtype).min),
+                                    dim=1, keepdim=True)  # (N_a, 1) n_i
+    positives = same.clone()  # (N_a, N_c); `same` is kept by autograd for the masked logsumexp
+    rows = torch.arange(len(same), device=same.device)
+    positives[rows, rows] = False  # not the anchor's own copy
+    weights = pixels.anchor_probs @ pixels.contrast_probs.T  # (N_a, N_c) W_ij
+    weights[pixels.anchor_ground_truth[:, None] & pixels.contrast_ground_truth[None, :]] = 1.0
+    counts = positives.sum(dim=1)  # (N_a,) |P_i|
+    per_anchor = (weights * positives * F.softplus(log_negatives - similarity)).sum(dim=1) / counts.clamp(min=1)
+    return per_anchor[counts > 0].mean()
+
+
 def measure(batch_size: int, chunk_size: int, device_name: str) -> dict:
-    """One configuration, in this process: build the inputs, then forward + backward of the loss."""
+    """One configuration, in this process: build the inputs, then forward + backward of the loss
+    (chunk_size 0: `dense_loss`)."""
     from cslearn.losses.contrastive import ContrastiveDistillation, build_contrast_set
 
     device = torch.device(device_name)
@@ -73,7 +97,7 @@ def measure(batch_size: int, chunk_size: int, device_name: str) -> dict:
         pixels = build_contrast_set(batch)
     num_anchors, num_contrast = len(pixels.anchors), len(pixels.contrast)
     del pixels
-    term = ContrastiveDistillation(chunk_size=chunk_size)
+    term = ContrastiveDistillation(chunk_size=chunk_size) if chunk_size else dense_loss
     losses = []
 
     def forward_backward() -> None:
@@ -91,7 +115,9 @@ def measure(batch_size: int, chunk_size: int, device_name: str) -> dict:
     else:
         peak_extra = peak_growth_bytes(forward_backward)
     loss = losses[-1]
-    rows = min(chunk_size, num_anchors)
+    if not chunk_size and batch_size <= 4:  # the dense formula is the package's loss
+        assert torch.allclose(loss.detach(), ContrastiveDistillation()(batch).detach(), rtol=1e-4)
+    rows = min(chunk_size or num_anchors, num_anchors)
     return {"batch_size": batch_size, "chunk_size": chunk_size, "num_anchors": num_anchors,
             "num_contrast": num_contrast, "loss": float(loss.detach()), "seconds": time.perf_counter() - start,
             "peak_extra_gib": peak_extra / GIB,
@@ -118,8 +144,8 @@ def main() -> None:
         print(json.dumps(measure(*args.worker, args.device)))
         return
     rows = []
-    for batch_size in args.dense_batch_sizes:  # one chunk holding every anchor: the dense formulation
-        rows.append({**run_in_subprocess(batch_size, 10**9, args.device), "mode": "dense"})
+    for batch_size in args.dense_batch_sizes:  # the dense formulation, for comparison
+        rows.append({**run_in_subprocess(batch_size, 0, args.device), "mode": "dense"})
         print(rows[-1], flush=True)
     for batch_size in args.batch_sizes:
         for chunk_size in args.chunk_sizes:

@@ -117,7 +117,7 @@ def chunk_loss_sum(anchors: torch.Tensor, contrast: torch.Tensor, anchor_probs: 
     not change when s shifts by a constant per row, so no row maximum is subtracted. The gradient,
     by hand (the contrast set is detached, so only the anchors get one):
         ∂/∂s_ij = −A_ij σ(t_ij) on the block,   ∂/∂s_ik = c_i e^{s_ik − n_i} on the negatives,
-        c_i = Σ_j A_ij σ(t_ij),   ∂/∂z_i = Σ_k (∂/∂s_ik) c_k / τ,
+        c_i = Σ_j A_ij σ(t_ij),   ∂/∂z_i = Σ_k (∂/∂s_ik) x_k / τ  (x_k: the contrast entries),
     written into the similarity buffer in place: one (R, N_c) buffer per chunk, none kept.
     """
     similarity = (anchors / temperature) @ contrast.T  # (R, N_c) s_ij
@@ -190,7 +190,7 @@ class ContrastiveDistillation(LossTerm):
     handed to autograd, so backward neither keeps nor recomputes any chunk: two (R, N_c) x C
     products per chunk in all (where autograd with activation checkpointing needs three).
     `benchmarks/ucd_memory.py` and `benchmarks/loss_cost.py` measure it; the tests compare value and
-    gradient with a loop over pixels and with autograd on the dense formula.
+    gradient with autograd on a loop over pixels in float64, for several chunk sizes.
 
     Fixes to the official code (methods.md §6.7), all on by default:
       1. consistent shift: no e^{1/τ} factor on the negatives (`unshifted_negatives=True` restores it);
@@ -204,10 +204,11 @@ class ContrastiveDistillation(LossTerm):
       7. chunked exact evaluation instead of dense N_a × N_c matrices; boolean masks, no integer matmul.
     The contrast also spans the whole mini-batch, not per-device groups (item 6).
 
-    Options: `temperature` τ (0.07); `chunk_size` at most this many anchor rows per chunk (1024); `max_anchors_per_class`
-    (None = exact): keep at most this many random anchors and as many random old keys per class, which
-    bounds memory but changes the loss; `unshifted_negatives` (False): the official e^{1/τ} quirk;
-    `uncertainty` (True): False sets every W_ij to 1, the ablation of the uncertainty weight.
+    Options: `temperature` τ (0.07); `chunk_size` at most this many anchor rows per chunk (1024);
+    `max_anchors_per_class` (None = exact): keep at most this many random anchors and as many random
+    old keys per class, which bounds memory and time but changes the loss; `unshifted_negatives`
+    (False): the official e^{1/τ} quirk; `uncertainty` (True): False sets every W_ij to 1, the
+    ablation of the uncertainty weight.
     Math runs in float32 with autocast disabled, so it works under bf16/fp16 autocast.
 
     Taught in notebook 08_ucd_contrastive_distillation.
