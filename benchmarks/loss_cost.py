@@ -37,7 +37,7 @@ from benchmarks.memory import GIB, run_python  # noqa: E402
 
 # Label statistics of a step t >= 1 batch, from methods.md's UCD memory table: on VOC about 35 % of the
 # pixels are objects ("anchors", old and new classes) and 25 % old-class objects; on ADE20K about 90 %
-# and 80 % (class 0 is void there, and the old classes 1-100 are the frequent ones).
+# and 80 % (the rest is class 0, "other", trained as background; the old classes 1-100 are the frequent ones).
 SETTINGS = {"voc": {"num_old": 16, "num_new": 5, "regions": 3, "objects": 0.35, "old_objects": 0.25},
             "ade": {"num_old": 101, "num_new": 50, "regions": 12, "objects": 0.90, "old_objects": 0.80}}
 STAGES = {"stage1_preact": (256, 128), "stage2_preact": (512, 64), "stage3_preact": (1024, 32), "stage4_preact": (2048, 32)}
@@ -49,10 +49,11 @@ OLD_MODEL_MARGIN = 4.0  # the old model's logit for its answer exceeds the other
 
 def make_batch(dataset: str, batch_size: int, size: int = 512, low: int = 32, seed: int = 0) -> Batch:
     """A step-1 batch: random features, and label maps of `regions` vertical bands per image, each
-    an old-class object, a new-class object or background (VOC) / void (ADE20K, whose class 0 is
-    ignored) with the shares of SETTINGS. The old model's logits favour its answer: the class of an
-    old-class band, background elsewhere; so, as in training, only object pixels become UCD anchors
-    or keys, and PLOP's pseudo-labels and SDR's matching see old classes where they are."""
+    an old-class object, a new-class object or background (ADE20K's class 0, "other", is trained
+    as background) with the shares of SETTINGS, plus a few void columns. The old model's logits
+    favour its answer: the class of an old-class band, background elsewhere; so, as in training,
+    only object pixels become UCD anchors or keys, and PLOP's pseudo-labels and SDR's matching see
+    old classes where they are."""
     generator = torch.Generator().manual_seed(seed)
     setting = SETTINGS[dataset]
     num_old, num_new = setting["num_old"], setting["num_new"]
@@ -65,10 +66,9 @@ def make_batch(dataset: str, batch_size: int, size: int = 512, low: int = 32, se
     draw = torch.rand(batch_size, setting["regions"], generator=generator)  # (B, R)
     old_class = torch.randint(1, num_old, draw.shape, generator=generator)  # (B, R)
     new_class = torch.randint(num_old, num_seen, draw.shape, generator=generator)  # (B, R)
-    outside = 0 if dataset == "voc" else 255  # VOC background, ADE20K void
     truth = torch.where(draw < setting["old_objects"], old_class,
-                        torch.where(draw < setting["objects"], new_class, outside))  # (B, R)
-    old_answer = torch.where(truth < num_old, truth, 0)  # (B, R): background for new classes and void
+                        torch.where(draw < setting["objects"], new_class, 0))  # (B, R), 0 = background
+    old_answer = torch.where(truth < num_old, truth, 0)  # (B, R): background for new classes
 
     def bands(values: torch.Tensor, width: int) -> torch.Tensor:  # (B, R) -> (B, width, width)
         columns = torch.arange(width) * setting["regions"] // width  # (width,) band of each column
@@ -86,7 +86,7 @@ def make_batch(dataset: str, batch_size: int, size: int = 512, low: int = 32, se
         logits = old.logits if key == "logits" else old.features[key]  # (B, |O|, width, width)
         margin = torch.full((batch_size, 1, width, width), OLD_MODEL_MARGIN)  # (B, 1, width, width)
         logits.scatter_add_(1, bands(old_answer, width)[:, None], margin)
-    targets = torch.where(truth < num_old, torch.where(truth == 255, 255, 0), truth)  # (B, R) old -> 0, the shift
+    targets = torch.where(truth < num_old, 0, truth)  # (B, R) old classes -> 0, the background shift
     targets = bands(targets, size).clone()  # (B, H, W)
     targets[:, :, ::97] = 255  # some void columns (object borders)
     return Batch(images=torch.zeros(batch_size, 3, 1, 1), targets=targets, out=output(num_seen, True),

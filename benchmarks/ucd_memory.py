@@ -18,13 +18,12 @@ to larger batches.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/ucd_memory.py [--batch-sizes 4 24] [--chunk-sizes 512 1024]
 [--dense-batch-sizes 2 4] [--device cpu]``. The last line printed is one JSON object with the figures.
-On one CPU thread batch 24 takes 2-3 minutes per chunk size.
+On one CPU thread batch 24 takes about 15 s per chunk size (45 s for the default run).
 
-Measured (CPU, 1 thread, torch 2.14, with ru_maxrss instead of the reset high-water mark, so
-an upper bound that includes building the inputs): batch 24, N_a = 22,081 anchors, N_c = 41,710 contrast entries:
-chunk 1024 -> 0.99 GiB peak extra (one (1024, N_c) fp32 buffer = 0.16 GiB), chunk 512 -> 0.57 GiB.
-The dense formulation keeps ~6.2 (N_a, N_c) fp32 buffers (measured at batch 2 and 4), i.e. ≈ 21 GiB at
-batch 24 even in this lean form (the official code's ~10-15 buffers: ≈ 35-50 GiB).
+Measured (session 5, CPU, 1 thread, torch 2.14; BENCHMARKS.md): batch 24, N_a = 22,081 anchors,
+N_c = 41,710 contrast entries: chunks of 512 or 1024 anchors -> 0.31 GiB peak extra (chunks also end
+at label boundaries, ~150 anchors per class here). `dense_loss` keeps 8.2 (N_a, N_c) fp32 buffers
+(measured at batch 2 and 4), i.e. about 28 GiB at batch 24.
 """
 from __future__ import annotations
 
@@ -114,12 +113,13 @@ def measure(batch_size: int, chunk_size: int, device_name: str) -> dict:
         peak_extra = torch.cuda.max_memory_allocated() - before
     else:
         peak_extra = peak_growth_bytes(forward_backward)
+    seconds = time.perf_counter() - start
     loss = losses[-1]
     if not chunk_size and batch_size <= 4:  # the dense formula is the package's loss
         assert torch.allclose(loss.detach(), ContrastiveDistillation()(batch).detach(), rtol=1e-4)
     rows = min(chunk_size or num_anchors, num_anchors)
     return {"batch_size": batch_size, "chunk_size": chunk_size, "num_anchors": num_anchors,
-            "num_contrast": num_contrast, "loss": float(loss.detach()), "seconds": time.perf_counter() - start,
+            "num_contrast": num_contrast, "loss": float(loss.detach()), "seconds": seconds,
             "peak_extra_gib": peak_extra / GIB,
             "one_chunk_buffer_gib": rows * num_contrast * 4 / GIB,  # one fp32 (rows, N_c) matrix
             "dense_buffer_gib": num_anchors * num_contrast * 4 / GIB}  # one fp32 (N_a, N_c) matrix
