@@ -188,7 +188,8 @@ class ContrastiveDistillation(LossTerm):
     of columns and its negatives the rest, so no mask or weight matrix over whole rows is built. The
     gradient with respect to the anchors is computed by hand in the same pass (`chunk_loss_sum`) and
     handed to autograd, so backward neither keeps nor recomputes any chunk: two (R, N_c) x C
-    products per chunk in all (where autograd with activation checkpointing needs three).
+    products per chunk in all (where autograd with activation checkpointing needs three). The
+    price: the term is differentiable once (no double backward, which no method here uses).
     `benchmarks/ucd_memory.py` and `benchmarks/loss_cost.py` measure it; the tests compare value and
     gradient with autograd on a loop over pixels in float64, for several chunk sizes.
 
