@@ -280,7 +280,7 @@ def test_backward_keeps_no_similarity_buffer():
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         loss = ContrastiveDistillation(chunk_size=chunk_size)(batch)
-    assert pixels.anchors.numel() <= max(saved) < chunk_matrix  # the (n, C) gradient is the largest
+    assert pixels.anchors.numel() <= max(saved) < chunk_matrix  # O(N·C) tensors (features, gradient) only
     (gradient,) = torch.autograd.grad(loss, batch.out.features["pre_logits"])
     assert gradient.abs().sum() > 0
 
