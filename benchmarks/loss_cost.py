@@ -1,6 +1,7 @@
 """Cost of every loss term and method at realistic shapes, relative to plain cross-entropy.
 
     python benchmarks/loss_cost.py [--batch 24] [--skip-model-step] [--datasets voc,ade] [--terms ce,...]
+                                   [--size 512]
 
 Shapes are those of DeepLab-V3 / ResNet-101 at 512x512 crops, output stride 16: logits
 (B, C, 512, 512), "body" (B, 2048, 32, 32), "pre_logits" (B, 256, 32, 32), "logits_low"
@@ -141,10 +142,10 @@ class FixedOutput(torch.nn.Module):
         return self.output
 
 
-def measure_memory(dataset: str, kind: str, name: str, batch_size: int) -> float:
+def measure_memory(dataset: str, kind: str, name: str, batch_size: int, size: int = 512) -> float:
     """Peak extra memory (GiB) of one forward + backward, in a fresh process (benchmarks/memory.py)."""
     code = (f"import benchmarks.loss_cost as b; from benchmarks.memory import peak_growth_bytes; "
-            f"batch = b.make_batch({dataset!r}, {batch_size}); run = b.runner({kind!r}, {name!r}, batch); "
+            f"batch = b.make_batch({dataset!r}, {batch_size}, {size}); run = b.runner({kind!r}, {name!r}, batch); "
             f"print(peak_growth_bytes(run))")
     return int(run_python(code)) / GIB
 
@@ -175,16 +176,19 @@ def main() -> None:
     parser.add_argument("--skip-model-step", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--terms", default=None, help="only these terms (comma-separated), and no methods")
+    parser.add_argument("--size", type=int, default=512,
+                        help="logit resolution (512); with 32, terms that read only the 32x32 maps (UCD) "
+                             "can be measured on ADE20K at batch 24, which does not fit in 24 GiB at 512")
     args = parser.parse_args()
     terms = args.terms.split(",") if args.terms else list(TERMS)
-    figures: dict = {"batch": args.batch, "threads": torch.get_num_threads(), "terms": {}, "methods": {}}
+    figures: dict = {"batch": args.batch, "size": args.size, "threads": torch.get_num_threads(), "terms": {}, "methods": {}}
     if not args.skip_model_step:
         seconds, measured = model_step_seconds(args.batch)
         figures["model_step_seconds"] = seconds
         print(f"DeepLabV3-ResNet-101 step at 512x512, batch {args.batch}: {seconds:.1f} s "
               f"(measured at batch {measured}, scaled linearly)", flush=True)
     for dataset in args.datasets.split(","):
-        batch = make_batch(dataset, args.batch)
+        batch = make_batch(dataset, args.batch, args.size)
         objects = batch.old.logits.argmax(dim=1).gt(0) | batch.targets.gt(0)  # (B, H, W) old or new objects
         objects &= batch.targets.ne(255)
         print(f"{dataset}: {100 * objects.float().mean():.0f} % object pixels (old or new, not void), "
@@ -210,7 +214,7 @@ def main() -> None:
         gc.collect()
         for name in [] if args.skip_memory else terms:
             entry = figures["terms"][name][dataset]
-            entry["peak_extra_gib"] = measure_memory(dataset, "term", name, args.batch)
+            entry["peak_extra_gib"] = measure_memory(dataset, "term", name, args.batch, args.size)
             print(f"{dataset}   term {name:>24}: peak +{entry['peak_extra_gib']:.2f} GiB", flush=True)
     print(json.dumps(figures))
 

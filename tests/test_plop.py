@@ -9,6 +9,7 @@ import statistics
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cslearn.losses import REWRITERS, TERMS, Batch, MissingOldModelError, StepContext
@@ -220,6 +221,22 @@ def test_uncertainty_matches_loops():
     assert uncertainty.max() <= 1 / (4 * math.log(6)) + 1e-7
     classes, uncertainty = old_predictions(torch.randn(2, 1, 3, 3), num_seen=3)  # |O| = 1: u = 0
     assert classes.eq(0).all() and uncertainty.eq(0).all()
+
+
+@pytest.mark.parametrize("block_elements", [1, 4 * 9 * 2, 10**9])  # one row, two rows, one band per image
+def test_uncertainty_in_bands_equals_whole_batch_formula(block_elements):
+    logits = torch.randn(3, 4, 7, 9, generator=torch.Generator().manual_seed(2)) * 3  # (B, |O|, H, W)
+    logits[0, :, 0, 0] = 1.5  # a four-way tie: class 0, u at its largest
+    logits[1, 2, 3, 4] = 200.0  # q one-hot: u = 0, no NaN
+    classes, uncertainty = old_predictions(logits, num_seen=6, block_elements=block_elements)
+    log_probs = F.log_softmax(logits.double(), dim=1)  # (B, |O|, H, W)
+    expected = -(log_probs.exp() * log_probs).sum(dim=1) / (4 * math.log(4) * math.log(6))  # (B, H, W)
+    assert torch.equal(classes, logits.argmax(dim=1))
+    assert torch.allclose(uncertainty.double(), expected, rtol=1e-5, atol=1e-8)
+    assert uncertainty[0, 0, 0] == pytest.approx(1 / (4 * math.log(6)), rel=1e-6)
+    assert uncertainty[1, 3, 4] == 0.0
+    classes, uncertainty = old_predictions(logits[:, :1], num_seen=3, block_elements=block_elements)
+    assert classes.eq(0).all() and uncertainty.eq(0).all()  # |O| = 1
 
 
 @pytest.mark.parametrize("model_name", ["stub", "tiny"])

@@ -113,6 +113,24 @@ def test_chunked_equals_loop_reference_and_dense(seed, unshifted_negatives):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("unshifted_negatives", [False, True])
+def test_small_temperature_subtracts_the_row_maximum(seed, unshifted_negatives):
+    """τ = 0.01: |s_ij| reaches 100, beyond UNSHIFTED_EXP_BOUND, so the negatives' exponentials are
+    taken after subtracting each row's largest negative (at τ = 0.07, above, they are not)."""
+    assert 1 / 0.07 <= contrastive.UNSHIFTED_EXP_BOUND < 1 / 0.01
+    batch = make_batch(seed + 10)
+    expected, expected_grad = value_and_gradient(
+        lambda b: loop_reference(b, temperature=0.01, unshifted_negatives=unshifted_negatives), batch)
+    for chunk_size in (3, 10**9):
+        term = ContrastiveDistillation(temperature=0.01, chunk_size=chunk_size, unshifted_negatives=unshifted_negatives)
+        value, grad = value_and_gradient(term, batch)
+        assert torch.isfinite(value) and torch.isfinite(grad).all()
+        assert torch.allclose(value, expected, rtol=1e-5, atol=1e-5), (chunk_size, value, expected)
+        assert torch.allclose(grad, expected_grad.float(), rtol=1e-4, atol=1e-4), chunk_size
+    assert expected_grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
 def test_without_uncertainty_weight_equals_loop_reference_with_unit_weights(seed):
     batch = make_batch(seed)
     expected, expected_grad = value_and_gradient(lambda b: loop_reference(b, uncertainty=False), batch)

