@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from cslearn.__main__ import _assignments
 from cslearn.config import make_config
 from cslearn.continual import run_protocol
 
@@ -35,16 +36,20 @@ def main() -> None:
     parser.add_argument("--task", default="15-1")
     parser.add_argument("--setting", default="overlapped")
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="any config field for every run, e.g. --set train.lr_incremental=0.01")
     parser.add_argument("--section", default="toy_protocol", help="the BENCHMARKS.md section to rewrite")
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     args = parser.parse_args()
+    overrides = _assignments(args.set)
     runs = Path(args.runs) if args.runs else Path(tempfile.mkdtemp(prefix="cslearn-bench-"))
     started = time.time()
     per_seed: dict[str, list[dict]] = {}
     for seed in range(args.seeds):
         for method in args.methods.split(","):
             config = make_config("fast", "toy", {"data.task": args.task, "data.setting": args.setting,
-                                                 "train.device": "cpu", "train.seed": 42 + seed}, method=method)
+                                                 "train.device": "cpu", "train.seed": 42 + seed, **overrides},
+                                 method=method)
             method_started = time.time()
             history = run_protocol(config, runs / f"{method}-seed{seed}", progress=False,
                                    step0_cache=runs / "step0-cache")
@@ -89,7 +94,8 @@ def main() -> None:
 
 
 def format_table(results: dict, total: float, checks: dict, args) -> str:
-    lines = [f"Toy dataset, task {args.task} {args.setting}, preset `fast`, CPU "
+    preset = "preset `fast`" + "".join(f", `{assignment}`" for assignment in args.set)
+    lines = [f"Toy dataset, task {args.task} {args.setting}, {preset}, CPU "
              f"({torch.get_num_threads()} threads, {platform.processor() or platform.machine()}); "
              f"mIoU after the last step, background excluded; old = classes 1-15, new = 16-20; "
              f"retention = final old / step-0 old; {args.seeds} seed(s)"
