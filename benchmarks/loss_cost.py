@@ -1,18 +1,21 @@
 """Cost of every loss term and method at realistic shapes, relative to plain cross-entropy.
 
     python benchmarks/loss_cost.py [--batch 24] [--skip-model-step] [--datasets voc,ade] [--terms ce,...]
-                                   [--size 512]
+                                   [--size 512] [--skip-memory]
+    python benchmarks/loss_cost.py --model toy
 
 Shapes are those of DeepLab-V3 / ResNet-101 at 512x512 crops, output stride 16: logits
 (B, C, 512, 512), "body" (B, 2048, 32, 32), "pre_logits" (B, 256, 32, 32), "logits_low"
 (B, C, 32, 32) and the four stage pre-activations, with VOC-like (21 classes, a few objects per
 image, 35 % object pixels) and ADE-like (151 classes, many regions per image, 90 % object pixels)
-label maps at step t >= 1, and old logits that agree with them (see make_batch).
+label maps at step t >= 1, and old logits that agree with them (see make_batch). With `--model
+toy`: the tiny toy model's shapes at 64x64 (output stride 4), batch 16 as in the fast preset, and
+the label statistics of the toy's step 1 of 15-1; its step is measured at that batch.
 For each term: forward + backward time (seconds and / plain CE), and the peak extra memory,
 measured in a fresh subprocess as the rise of the resident size's high-water mark
 (benchmarks/memory.py; it includes the gradients of the features the term reads). The model step (one
 DeepLabV3-ResNet-101 forward + backward at 512x512, measured at a small batch and scaled
-linearly to --batch, an assumption stated in the output) gives the "share of a training step";
+linearly to --batch, an assumption stated in the output; or the toy model's) gives the "share of a training step";
 for a classification term (which replaces the CE the step already has) also what it adds over
 plain CE.
 The last printed line is one JSON object with every figure.
@@ -25,6 +28,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -39,17 +43,33 @@ from benchmarks.memory import GIB, run_python  # noqa: E402
 # Label statistics of a step t >= 1 batch, from methods.md's UCD memory table: on VOC about 35 % of the
 # pixels are objects ("anchors", old and new classes) and 25 % old-class objects; on ADE20K about 90 %
 # and 80 % (the rest is class 0, "other", trained as background; the old classes 1-100 are the frequent ones).
+# The toy's step 1 of 15-1 (its 173 training images that hold class 16): 6 % new-class and 6 % old-class
+# pixels; bands of 8 pixels.
 SETTINGS = {"voc": {"num_old": 16, "num_new": 5, "regions": 3, "objects": 0.35, "old_objects": 0.25},
-            "ade": {"num_old": 101, "num_new": 50, "regions": 12, "objects": 0.90, "old_objects": 0.80}}
-STAGES = {"stage1_preact": (256, 128), "stage2_preact": (512, 64), "stage3_preact": (1024, 32), "stage4_preact": (2048, 32)}
+            "ade": {"num_old": 101, "num_new": 50, "regions": 12, "objects": 0.90, "old_objects": 0.80},
+            "toy": {"num_old": 16, "num_new": 1, "regions": 8, "objects": 0.12, "old_objects": 0.06}}
+# (channels, side) of every feature map but logits_low, at 512x512: DeepLab-V3 / ResNet-101, output stride 16.
+DEEPLAB_SHAPES = {"stage1_preact": (256, 128), "stage2_preact": (512, 64), "stage3_preact": (1024, 32),
+                  "stage4_preact": (2048, 32), "body": (2048, 32), "pre_logits": (256, 32)}
 # A method's classification loss replaces the plain CE that the model step already includes: what
 # it adds to a step is its time minus plain CE's.
 CLASSIFICATION_TERMS = {"ce", "bce", "unbiased_ce", "pseudo_label_ce"}
 OLD_MODEL_MARGIN = 4.0  # the old model's logit for its answer exceeds the others by this (plus noise)
 
 
-def make_batch(dataset: str, batch_size: int, size: int = 512, low: int = 32, seed: int = 0) -> Batch:
-    """A step-1 batch: random features, and label maps of `regions` vertical bands per image, each
+def toy_shapes(size: int = 64) -> dict[str, tuple[int, int]]:
+    """(channels, side) of the tiny toy model's feature maps but logits_low, from one forward pass."""
+    from cslearn.models import build_model
+
+    with torch.no_grad():
+        out = build_model("tiny", [1])(torch.zeros(2, 3, size, size))
+    return {name: (f.shape[1], f.shape[2]) for name, f in out.features.items() if name != "logits_low"}
+
+
+def make_batch(dataset: str, batch_size: int, size: int = 512, seed: int = 0,
+               shapes: Optional[dict[str, tuple[int, int]]] = None) -> Batch:
+    """A step-1 batch: random features of `shapes` (DEEPLAB_SHAPES by default; logits_low at the
+    side of pre_logits, the logits at `size`), and label maps of `regions` vertical bands per image, each
     an old-class object, a new-class object or background (ADE20K's class 0, "other", is trained
     as background) with the shares of SETTINGS, plus a few void columns. The old model's logits
     favour its answer: the class of an old-class band, background elsewhere; so, as in training,
@@ -57,6 +77,8 @@ def make_batch(dataset: str, batch_size: int, size: int = 512, low: int = 32, se
     old classes where they are."""
     generator = torch.Generator().manual_seed(seed)
     setting = SETTINGS[dataset]
+    shapes = DEEPLAB_SHAPES if shapes is None else shapes
+    low = shapes["pre_logits"][1]
     num_old, num_new = setting["num_old"], setting["num_new"]
     num_seen = num_old + num_new
 
@@ -76,9 +98,8 @@ def make_batch(dataset: str, batch_size: int, size: int = 512, low: int = 32, se
         return values[:, columns][:, None, :].expand(batch_size, width, width)
 
     def output(channels: int, grad: bool) -> SegOutput:
-        features = {name: leaf(batch_size, c, s, s, grad=grad) for name, (c, s) in STAGES.items()}
-        features["body"] = torch.randn(batch_size, 2048, low, low, generator=generator).relu().requires_grad_(grad)
-        features["pre_logits"] = leaf(batch_size, 256, low, low, grad=grad)
+        features = {name: leaf(batch_size, c, s, s, grad=grad) for name, (c, s) in shapes.items()}
+        features["body"] = features["body"].detach().relu().requires_grad_(grad)  # after a ReLU
         features["logits_low"] = leaf(batch_size, channels, low, low, grad=grad)
         return SegOutput(logits=leaf(batch_size, channels, size, size, grad=grad), features=features)
 
@@ -142,63 +163,83 @@ class FixedOutput(torch.nn.Module):
         return self.output
 
 
-def measure_memory(dataset: str, kind: str, name: str, batch_size: int, size: int = 512) -> float:
+def model_batch(model_name: str, dataset: str, batch_size: int, size: int) -> Batch:
+    """make_batch with the feature shapes of `model_name` ("deeplab" or "toy")."""
+    return make_batch(dataset, batch_size, size, shapes=toy_shapes(size) if model_name == "toy" else None)
+
+
+def measure_memory(model_name: str, dataset: str, kind: str, name: str, batch_size: int, size: int) -> float:
     """Peak extra memory (GiB) of one forward + backward, in a fresh process (benchmarks/memory.py)."""
     code = (f"import benchmarks.loss_cost as b; from benchmarks.memory import peak_growth_bytes; "
-            f"batch = b.make_batch({dataset!r}, {batch_size}, {size}); run = b.runner({kind!r}, {name!r}, batch); "
+            f"batch = b.model_batch({model_name!r}, {dataset!r}, {batch_size}, {size}); "
+            f"run = b.runner({kind!r}, {name!r}, batch); "
             f"print(peak_growth_bytes(run))")
     return int(run_python(code)) / GIB
 
 
-def model_step_seconds(batch_size: int) -> tuple[float, int]:
-    """One DeepLabV3-ResNet-101 forward + backward at 512x512 on this CPU: best of three after a
-    warm-up at batch 4, scaled linearly (per image, batch 4 takes ~7 % longer than batch 2, so the
-    scaled step is if anything underestimated; no optimizer step either: every term's share is
-    slightly overestimated). A single timing varied by 25 % between runs; the best of three did not."""
+def model_step_seconds(batch_size: int, model_name: str = "deeplab", size: int = 512) -> tuple[float, int]:
+    """One forward + backward with plain CE at `size` on this CPU.
+
+    DeepLabV3-ResNet-101: best of three after a warm-up at batch 4, scaled linearly (per image,
+    batch 4 takes ~7 % longer than batch 2, so the scaled step is if anything underestimated; no
+    optimizer step either: every term's share is slightly overestimated). A single timing varied
+    by 25 % between runs; the best of three did not. The toy model: at `batch_size` itself, best of 20.
+    """
     from cslearn.models import build_model
 
-    measured_batch = 4
-    model = build_model("deeplabv3_resnet101", [16, 5])
-    images = torch.randn(measured_batch, 3, 512, 512)
-    targets = torch.randint(0, 21, (measured_batch, 512, 512))
+    deeplab = model_name == "deeplab"
+    measured_batch = 4 if deeplab else batch_size
+    model = build_model("deeplabv3_resnet101", [16, 5]) if deeplab else build_model("tiny", [16, 1])
+    images = torch.randn(measured_batch, 3, size, size)
+    targets = torch.randint(0, 17 if not deeplab else 21, (measured_batch, size, size))
 
     def step():
         model.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(images).logits, targets).backward()
     step()  # warm-up: the first iteration allocates and is slower
-    return loss_seconds(step, repeats=3) * batch_size / measured_batch, measured_batch
+    return loss_seconds(step, repeats=3 if deeplab else 20) * batch_size / measured_batch, measured_batch
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--batch", type=int, default=24)
-    parser.add_argument("--datasets", default="voc,ade")
+    parser.add_argument("--model", default="deeplab", choices=["deeplab", "toy"],
+                        help="feature shapes and model step: DeepLabV3-ResNet-101 at 512x512, or the "
+                             "tiny toy model at 64x64 (then --batch 16 --datasets toy --size 64 by default)")
+    parser.add_argument("--batch", type=int, default=None, help="24 (deeplab) or 16 (toy, the fast preset's)")
+    parser.add_argument("--datasets", default=None, help="label statistics: voc,ade (deeplab) or toy")
     parser.add_argument("--skip-model-step", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--terms", default=None, help="only these terms (comma-separated), and no methods")
-    parser.add_argument("--size", type=int, default=512,
-                        help="logit resolution (512); with 32, terms that read only the 32x32 maps (UCD) "
+    parser.add_argument("--size", type=int, default=None,
+                        help="logit resolution (512, toy 64); with 32, terms that read only the 32x32 maps (UCD) "
                              "can be measured on ADE20K at batch 24, which does not fit in 24 GiB at 512")
     args = parser.parse_args()
+    toy = args.model == "toy"
+    args.batch = args.batch or (16 if toy else 24)
+    args.datasets = args.datasets or ("toy" if toy else "voc,ade")
+    args.size = args.size or (64 if toy else 512)
     terms = args.terms.split(",") if args.terms else list(TERMS)
-    figures: dict = {"batch": args.batch, "size": args.size, "threads": torch.get_num_threads(), "terms": {}, "methods": {}}
+    figures: dict = {"model": args.model, "batch": args.batch, "size": args.size, "threads": torch.get_num_threads(), "terms": {}, "methods": {}}
     if not args.skip_model_step:
-        seconds, measured = model_step_seconds(args.batch)
+        seconds, measured = model_step_seconds(args.batch, args.model, 64 if toy else 512)
         figures["model_step_seconds"] = seconds
-        print(f"DeepLabV3-ResNet-101 step at 512x512, batch {args.batch}: {seconds:.1f} s "
-              f"(measured at batch {measured}, scaled linearly)", flush=True)
+        print(f"{'Tiny toy model' if toy else 'DeepLabV3-ResNet-101'} step at {64 if toy else 512}x"
+              f"{64 if toy else 512}, batch {args.batch}: {seconds:.3f} s (measured at batch {measured}"
+              + (")" if measured == args.batch else ", scaled linearly)"), flush=True)
     for dataset in args.datasets.split(","):
-        batch = make_batch(dataset, args.batch, args.size)
+        batch = model_batch(args.model, dataset, args.batch, args.size)
         objects = batch.old.logits.argmax(dim=1).gt(0) | batch.targets.gt(0)  # (B, H, W) old or new objects
         objects &= batch.targets.ne(255)
         print(f"{dataset}: {100 * objects.float().mean():.0f} % object pixels (old or new, not void), "
               f"{100 * batch.targets.eq(255).float().mean():.0f} % void", flush=True)
         plain_ce = runner("term", "ce", batch)
         plain_ce()  # warm-up: allocates the features' gradients, which every later run accumulates into
-        ce_seconds = loss_seconds(plain_ce, repeats=5)  # the baseline of every ratio: more repeats
+        # Milliseconds on the toy: more repeats there. CE is the baseline of every ratio: more repeats.
+        repeats = 20 if toy else 2
+        ce_seconds = loss_seconds(plain_ce, repeats=5 * repeats // 2)
         for kind, names in (("term", terms), ("method", [] if args.terms else list(METHODS))):
             for name in names:
-                seconds = loss_seconds(runner(kind, name, batch))
+                seconds = loss_seconds(runner(kind, name, batch), repeats)
                 entry = {"seconds": seconds, "vs_ce": seconds / ce_seconds}
                 if "model_step_seconds" in figures:
                     entry["share_of_model_step"] = seconds / figures["model_step_seconds"]
@@ -214,7 +255,7 @@ def main() -> None:
         gc.collect()
         for name in [] if args.skip_memory else terms:
             entry = figures["terms"][name][dataset]
-            entry["peak_extra_gib"] = measure_memory(dataset, "term", name, args.batch, args.size)
+            entry["peak_extra_gib"] = measure_memory(args.model, dataset, "term", name, args.batch, args.size)
             print(f"{dataset}   term {name:>24}: peak +{entry['peak_extra_gib']:.2f} GiB", flush=True)
     print(json.dumps(figures))
 
