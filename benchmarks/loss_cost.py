@@ -15,9 +15,9 @@ For each term: forward + backward time (seconds and / plain CE), and the peak ex
 measured in a fresh subprocess as the rise of the resident size's high-water mark
 (benchmarks/memory.py; it includes the gradients of the features the term reads). The model step (one
 DeepLabV3-ResNet-101 forward + backward at 512x512, measured at a small batch and scaled
-linearly to --batch, an assumption stated in the output; or the toy model's) gives the "share of a training step";
-for a classification term (which replaces the CE the step already has) also what it adds over
-plain CE.
+linearly to --batch, an assumption stated in the output; or the toy model's at 64x64) gives the
+"share of a training step"; for a classification term (which replaces the CE the step already
+has) also what it adds over plain CE.
 The last printed line is one JSON object with every figure.
 """
 from __future__ import annotations
@@ -191,7 +191,7 @@ def model_step_seconds(batch_size: int, model_name: str = "deeplab", size: int =
     measured_batch = 4 if deeplab else batch_size
     model = build_model("deeplabv3_resnet101", [16, 5]) if deeplab else build_model("tiny", [16, 1])
     images = torch.randn(measured_batch, 3, size, size)
-    targets = torch.randint(0, 17 if not deeplab else 21, (measured_batch, size, size))
+    targets = torch.randint(0, 21 if deeplab else 17, (measured_batch, size, size))
 
     def step():
         model.zero_grad(set_to_none=True)
@@ -219,12 +219,14 @@ def main() -> None:
     args.datasets = args.datasets or ("toy" if toy else "voc,ade")
     args.size = args.size or (64 if toy else 512)
     terms = args.terms.split(",") if args.terms else list(TERMS)
-    figures: dict = {"model": args.model, "batch": args.batch, "size": args.size, "threads": torch.get_num_threads(), "terms": {}, "methods": {}}
+    figures: dict = {"model": args.model, "batch": args.batch, "size": args.size,
+                     "threads": torch.get_num_threads(), "terms": {}, "methods": {}}
     if not args.skip_model_step:
-        seconds, measured = model_step_seconds(args.batch, args.model, 64 if toy else 512)
+        step_size = 64 if toy else 512  # the model's training crop, whatever --size the loss maps have
+        seconds, measured = model_step_seconds(args.batch, args.model, step_size)
         figures["model_step_seconds"] = seconds
-        print(f"{'Tiny toy model' if toy else 'DeepLabV3-ResNet-101'} step at {64 if toy else 512}x"
-              f"{64 if toy else 512}, batch {args.batch}: {seconds:.3f} s (measured at batch {measured}"
+        print(f"{'Tiny toy model' if toy else 'DeepLabV3-ResNet-101'} step at {step_size}x{step_size}, "
+              f"batch {args.batch}: {seconds:.3f} s (measured at batch {measured}"
               + (")" if measured == args.batch else ", scaled linearly)"), flush=True)
     for dataset in args.datasets.split(","):
         batch = model_batch(args.model, dataset, args.batch, args.size)
