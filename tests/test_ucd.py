@@ -130,6 +130,22 @@ def test_small_temperature_subtracts_the_row_maximum(seed, unshifted_negatives):
     assert expected_grad.abs().sum() > 0
 
 
+def test_float16_chunks_subtract_the_row_maximum():
+    """float16 cannot hold e^{1/0.07} ≈ 1.6e6: the unshifted path is for float32's range only."""
+    anchors = F.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(3)), dim=1)  # (R, C)
+    contrast = torch.cat([anchors, anchors[:1], -anchors[1:2]])  # (6, C): block [0, 4), negatives 4-5
+    probs = torch.full((6, 2), 0.5)
+    arguments = (probs[:4], probs, torch.zeros(4, dtype=torch.bool), torch.zeros(6, dtype=torch.bool),
+                 torch.full((4,), 3), torch.arange(4), (0, 4), 0.07)
+    value, grad = contrastive.chunk_loss_sum(anchors, contrast, *arguments, max_similarity=1 / 0.07)
+    half_value, half_grad = contrastive.chunk_loss_sum(
+        anchors.half(), contrast.half(), *[a.half() if torch.is_tensor(a) and a.is_floating_point() else a
+                                           for a in arguments], max_similarity=1 / 0.07)
+    assert torch.isfinite(half_value) and torch.isfinite(half_grad).all()
+    assert torch.allclose(half_value.float(), value, rtol=1e-2)
+    assert torch.allclose(half_grad.float(), grad, rtol=5e-2, atol=5e-2)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_without_uncertainty_weight_equals_loop_reference_with_unit_weights(seed):
     batch = make_batch(seed)

@@ -123,7 +123,8 @@ def chunk_loss_sum(anchors: torch.Tensor, contrast: torch.Tensor, anchor_probs: 
         Σ_i ℓ_i = Σ_{i, j in block} A_ij · softplus(t_ij),  t_ij = n_i − s_ij,
         A_ij = [j ≠ own copy] · W_ij / |P_i|.
     n_i = m_i + log Σ_k e^{s_ik − m_i} with m_i = 0 when `max_similarity` (a bound on |s_ij|) is
-    at most UNSHIFTED_EXP_BOUND, else the largest negative of the row. The gradient, by hand (the
+    at most UNSHIFTED_EXP_BOUND (and the dtype has float32's range), else the largest negative of
+    the row. The gradient, by hand (the
     contrast set is detached, so only the anchors get one):
         ∂/∂s_ij = −A_ij σ(t_ij) on the block,   ∂/∂s_ik = c_i e^{s_ik − n_i} on the negatives,
         c_i = Σ_j A_ij σ(t_ij),   ∂/∂z_i = Σ_k (∂/∂s_ik) x_k / τ  (x_k: the contrast entries),
@@ -141,7 +142,8 @@ def chunk_loss_sum(anchors: torch.Tensor, contrast: torch.Tensor, anchor_probs: 
     positives = similarity[:, start:end].clone()  # (R, P) s_ij, same label as the anchor
     quirk_shift = similarity.amax(dim=1) if unshifted_negatives else None  # (R,) M_i, official quirk (§6.7 item 1)
     shift = None  # (R,) m_i
-    if max_similarity is None or max_similarity > UNSHIFTED_EXP_BOUND:
+    wide = torch.finfo(similarity.dtype).max > 1e38  # float32, bfloat16, float64 hold e^{±40}; float16 does not
+    if max_similarity is None or max_similarity > UNSHIFTED_EXP_BOUND or not wide:
         sides = [side.amax(dim=1) for side in (similarity[:, :start], similarity[:, end:]) if side.shape[1] > 0]
         if sides:
             shift = sides[0] if len(sides) == 1 else torch.maximum(*sides)
