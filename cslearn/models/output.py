@@ -27,7 +27,8 @@ def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
     Computed as `max(dim=1).indices`, which returns the same indices as `argmax(dim=1)` (the
     first maximum on ties, as both are documented to do): on a CPU, PyTorch's argmax over the
     channel dimension of a (B, C, H, W) tensor is about ten times slower (12 ms against 1 ms on
-    16 x 21 x 64 x 64, 185 against 18 ms on 4 x 21 x 512 x 512, two threads), and evaluation,
-    SDR's and PLOP's pseudo-labels call it on every batch.
+    16 x 21 x 64 x 64, 185 against 18 ms on 4 x 21 x 512 x 512, two threads), and evaluation and
+    SDR's pseudo-labels call it on every batch (PLOP's `old_predictions` takes the same
+    `max(dim=1)`, whose values it also needs).
     """
     return logits.max(dim=1).indices  # (B, H, W)
