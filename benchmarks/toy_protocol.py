@@ -27,6 +27,7 @@ import torch
 from cslearn.__main__ import _assignments
 from cslearn.config import make_config
 from cslearn.continual import run_protocol
+from cslearn.protocol import get_task
 
 
 def main() -> None:
@@ -94,10 +95,11 @@ def main() -> None:
 
 
 def format_table(results: dict, total: float, checks: dict, args) -> str:
+    base = get_task("toy", args.task).classes_per_step[0]  # background + the step-0 classes
     preset = "preset `fast`" + "".join(f", `{assignment}`" for assignment in args.set)
     lines = [f"Toy dataset, task {args.task} {args.setting}, {preset}, CPU "
              f"({torch.get_num_threads()} threads, {platform.processor() or platform.machine()}); "
-             f"mIoU after the last step, background excluded; old = classes 1-15, new = 16-20; "
+             f"mIoU after the last step, background excluded; old = classes 1-{base - 1}, new = {base}-20; "
              f"retention = final old / step-0 old; {args.seeds} seed(s)"
              + (", mean ± standard deviation" if args.seeds > 1 else "") + ".", "",
              "| method | old | new | all | all (with bg) | retention | seconds per seed |", "|---|---|---|---|---|---|---|"]
