@@ -4,7 +4,9 @@
 
 For run directories written by `run_protocol` (e.g. kept with `toy_protocol.py --runs DIR`),
 evaluates the step-0 model and the last step's model on the last step's test images and prints
-one row for each, from the confusion matrix (shares of the old-class pixels, classes 1..base-1):
+one row for each, from the confusion matrix: the old-class mIoU (on these images, so the step-0
+row can differ a little from history.json's step 0, scored on the step-0 test images) and
+shares of the old-class pixels (classes 1..base-1):
 
 - old-class pixels predicted correctly, as background, as another old class, as a new class:
   forgetting in the papers' sense (recall lost; SDR and UCD act on the features of these pixels);
@@ -16,6 +18,8 @@ one row for each, from the confusion matrix (shares of the old-class pixels, cla
   |final mean - step-0 mean| / |step-0 mean|, class means over the test pixels of each class
   (labels brought to feature resolution by nearest, as the losses do), both models on the same images.
 
+With several seeds of a method in one folder, a second table gives their means (runs are
+grouped by parent folder, method and step: keep one setting per folder).
 Last line: one JSON object with every figure. A diagnostic for BENCHMARKS.md, not a test.
 """
 from __future__ import annotations
@@ -33,10 +37,10 @@ from cslearn.checkpoints import load_checkpoint
 from cslearn.config import RunConfig
 from cslearn.data.sources import open_step_data
 from cslearn.losses.latent import labels_at
-from cslearn.metrics import ConfusionMatrix
+from cslearn.metrics import ConfusionMatrix, iou_per_class, summarize
 from cslearn.models import build_model
 from cslearn.models.output import predicted_labels
-from cslearn.protocol import IGNORE_INDEX, get_task
+from cslearn.protocol import get_task
 
 FEATURES = ("body", "pre_logits")
 
@@ -49,52 +53,50 @@ def load_model(checkpoint: dict, config: RunConfig) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def measure(run_dir: Path) -> dict:
+def measure(run_dir: Path) -> list[dict]:
     steps = sorted(run_dir.glob("step-*.pt"), key=lambda path: int(path.stem.split("-")[1]))
-    if len(steps) < 2:
+    if len(steps) < 2 or steps[0].name != "step-0.pt":
         raise SystemExit(f"{run_dir}: needs step-0.pt and a later step-<t>.pt; run the protocol first")
     first, last = load_checkpoint(steps[0]), load_checkpoint(steps[-1])
     config = RunConfig.from_dict(last["config"])
     task = get_task(config.data.dataset, config.data.task, config.data.order)
-    final_step = len(steps) - 1
+    final_step = last["metrics"]["step"]
     base = task.classes_per_step[0]  # old classes: 1..base-1
     models = {"step0": load_model(first, config), "final": load_model(last, config)}
     loader = open_step_data(config.data).test_loader(task, final_step, config.train.batch_size)
     matrices = {name: ConfusionMatrix(sum(task.classes_per_step[: final_step + 1])) for name in models}
     sums = {(name, f): None for name in models for f in FEATURES}  # (base, C) per-class feature sums
-    counts = torch.zeros(base, dtype=torch.float64)
+    counts = {f: torch.zeros(base, dtype=torch.float64) for f in FEATURES}  # (base,) pixels per class
     for images, targets in loader:
         outputs = {name: model(images) for name, model in models.items()}
         for name in models:
             matrices[name].update(predicted_labels(outputs[name].logits), targets)
         for f in FEATURES:
-            size = outputs["final"].features[f].shape[-2:]
-            small = labels_at(targets, size)  # (B, h, w), nearest
-            keep = (small < base) & (small != IGNORE_INDEX)
+            small = labels_at(targets, outputs["final"].features[f].shape[-2:])  # (B, h, w), nearest
+            keep = small < base  # background and old classes (255 and new classes dropped)
             labels = small[keep]  # (n,)
-            if f == FEATURES[0]:
-                counts += torch.bincount(labels, minlength=base).double()
+            counts[f] += torch.bincount(labels, minlength=base).double()
             for name in models:
                 feature = outputs[name].features[f].permute(0, 2, 3, 1)[keep].double()  # (B, C, h, w) -> (n, C)
                 total = torch.zeros(base, feature.shape[1], dtype=torch.float64).index_add_(0, labels, feature)
                 sums[name, f] = total if sums[name, f] is None else sums[name, f] + total
-    present = torch.arange(base)[(counts > 0) & (torch.arange(base) > 0)]  # old classes with test pixels
     drift = {}
     for f in FEATURES:
-        before = sums["step0", f][present] / counts[present, None]  # (K, C) class means
-        after = sums["final", f][present] / counts[present, None]
+        present = torch.arange(1, base)[counts[f][1:] > 0]  # old classes with test pixels
+        before = sums["step0", f][present] / counts[f][present, None]  # (K, C) class means
+        after = sums["final", f][present] / counts[f][present, None]
         drift[f"{f}_cosine"] = float((1 - F.cosine_similarity(before, after, dim=1)).mean())
         drift[f"{f}_relative"] = float(((after - before).norm(dim=1) / before.norm(dim=1)).mean())
-    history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").exists() else None
     rows = []
-    for name in models:  # the step-0 model, then the last step's
+    for name in models:  # the step-0 model, then the last step's, both on the final test images
         matrix = matrices[name].matrix.double()  # (S, S), rows = truth, columns = prediction
         old, new = slice(1, base), slice(base, None)
         old_pixels = matrix[old].sum()
         correct = matrix.diagonal()[old].sum()
-        step = 0 if name == "step0" else final_step
-        rows.append({"run": f"{run_dir.parent.name}/{run_dir.name}", "method": config.method, "seed": config.train.seed, "step": step,
-                     "old_miou": history[step]["summary"]["old"] if history else None,
+        rows.append({"run": f"{run_dir.parent.name}/{run_dir.name}", "group": run_dir.parent.name,
+                     "method": config.method, "seed": config.train.seed,
+                     "step": 0 if name == "step0" else final_step,
+                     "old_miou": summarize(iou_per_class(matrix), task.classes_per_step, final_step)["old"],
                      "old_pixels": int(old_pixels), "correct": float(correct / old_pixels),
                      "as_background": float(matrix[old, 0].sum() / old_pixels),
                      "as_other_old": float((matrix[old, old].sum() - correct) / old_pixels),
@@ -113,10 +115,9 @@ def print_table(rows: list[dict], first_column: str) -> None:
           "| background as old | new as old | body drift (1-cos / rel.) | pre_logits drift (1-cos / rel.) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        old = f"{r['old_miou']:.3f}" if r["old_miou"] is not None else "-"
         drift = (f"{r['body_cosine']:.3f} / {r['body_relative']:.3f} | "
                  f"{r['pre_logits_cosine']:.3f} / {r['pre_logits_relative']:.3f}") if "body_cosine" in r else " | "
-        print(f"| {r[first_column]} | {r['step']} | {old} | {r['correct']:.3f} | {r['as_background']:.3f} "
+        print(f"| {r[first_column]} | {r['step']} | {r['old_miou']:.3f} | {r['correct']:.3f} | {r['as_background']:.3f} "
               f"| {r['as_other_old']:.3f} | {r['as_new']:.3f} | {r['background_as_old']:.3f} "
               f"| {r['new_as_old']:.3f} | {drift} |")
 
@@ -127,15 +128,14 @@ def main() -> None:
     args = parser.parse_args()
     rows = [row for run_dir in args.runs for row in measure(run_dir)]
     print_table(rows, "run")
-    groups: dict[tuple[str, int], list[dict]] = {}
+    groups: dict[tuple[str, str, int], list[dict]] = {}  # runs of one folder (one setting), method and step
     for row in rows:
-        groups.setdefault((row["method"], row["step"]), []).append(row)
+        groups.setdefault((row["group"], row["method"], row["step"]), []).append(row)
     means = []
     if any(len(group) > 1 for group in groups.values()):  # several seeds: the mean per method and step
-        for (method, step), group in groups.items():
-            mean = {key: statistics.mean(row[key] for row in group) for key in FIGURES
-                    if key in group[0] and all(row[key] is not None for row in group)}
-            means.append({"method": f"{method} ({len(group)} runs)", "step": step, "old_miou": None, **mean})
+        for (folder, method, step), group in groups.items():
+            mean = {key: statistics.mean(row[key] for row in group) for key in FIGURES if key in group[0]}
+            means.append({"method": f"{folder}/{method} ({len(group)} runs)", "step": step, **mean})
         print()
         print_table(means, "method")
     print(f"Command: `python benchmarks/toy_forgetting.py {' '.join(sys.argv[1:])}`")
