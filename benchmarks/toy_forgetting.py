@@ -35,10 +35,10 @@ import torch.nn.functional as F
 
 from cslearn.checkpoints import load_checkpoint
 from cslearn.config import RunConfig
+from cslearn.course import model_for
 from cslearn.data.sources import open_step_data
 from cslearn.losses.latent import labels_at
 from cslearn.metrics import ConfusionMatrix, iou_per_class, summarize
-from cslearn.models import build_model
 from cslearn.models.output import predicted_labels
 from cslearn.protocol import get_task
 
@@ -46,8 +46,8 @@ FEATURES = ("body", "pre_logits")
 
 
 def load_model(checkpoint: dict, config: RunConfig) -> torch.nn.Module:
-    model = build_model(config.model.name, checkpoint["classes_per_step"], output_stride=config.model.output_stride,
-                        **({"width": config.model.width} if config.model.name == "tiny" else {}))
+    """`cslearn.course.load_model` on a checkpoint already read (its config and metrics are needed too)."""
+    model = model_for(config, checkpoint["classes_per_step"], pretrained=False)
     model.load_state_dict(checkpoint["model"])
     return model.eval()
 
