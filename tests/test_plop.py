@@ -239,6 +239,16 @@ def test_uncertainty_in_bands_equals_whole_batch_formula(block_elements):
     assert classes.eq(0).all() and uncertainty.eq(0).all()  # |O| = 1
 
 
+def test_uncertainty_with_minus_infinity_logits_is_finite():
+    """A class with logit -inf has q = 0 and adds 0·log 0 = 0 to the entropy (not 0·(-inf) = NaN)."""
+    logits = torch.tensor([0.0, float("-inf"), 1.0]).view(1, 3, 1, 1)  # (B, |O|, H, W)
+    classes, uncertainty = old_predictions(logits, num_seen=4)
+    probs = torch.tensor([1.0, math.e]) / (1 + math.e)  # q over the two finite classes
+    expected = -(probs * probs.log()).sum().item() / (3 * math.log(3) * math.log(4))
+    assert classes.item() == 2
+    assert uncertainty.item() == pytest.approx(expected, rel=1e-6)
+
+
 @pytest.mark.parametrize("model_name", ["stub", "tiny"])
 def test_exact_median_thresholds_match_loops(model_name):
     model = StubOldModel() if model_name == "stub" else build_model("tiny", [3], width=4).freeze()

@@ -77,10 +77,13 @@ def old_predictions(old_logits: torch.Tensor, num_seen: int,
             if num_old == 1:
                 continue  # one class: certain, H = 0
             shifted = logits - largest[:, None]  # (1, |O|, rows, W) d, <= 0
-            exps = shifted.exp()  # (1, |O|, rows, W) e^d in (0, 1] for finite logits: no 0·log 0
+            exps = shifted.exp()  # (1, |O|, rows, W) e^d in [0, 1]
             normaliser = exps.sum(dim=1)  # (1, rows, W) Z >= 1
+            # e^d·d in place (exps is not needed again); a logit of -inf gives e^d = 0 and d = -inf,
+            # whose term is 0·log 0 = 0, not the product's 0·(-inf) = NaN
+            weighted = exps.mul_(shifted).nan_to_num_(0.0)  # (1, |O|, rows, W)
             entropy[image:image + 1, top:top + rows] = (
-                normaliser.log() - (exps * shifted).sum(dim=1) / normaliser)  # (1, rows, W)
+                normaliser.log() - weighted.sum(dim=1) / normaliser)  # (1, rows, W)
     if num_old == 1:
         return classes, entropy  # u = 0
     return classes, entropy / (num_old * math.log(num_old) * math.log(num_seen))
