@@ -38,7 +38,7 @@ from cslearn.config import RunConfig
 from cslearn.course import model_for
 from cslearn.data.sources import open_step_data
 from cslearn.losses.latent import labels_at
-from cslearn.metrics import ConfusionMatrix, iou_per_class, summarize
+from cslearn.metrics import ConfusionMatrix, iou_per_class, old_class_errors, summarize
 from cslearn.models.output import predicted_labels
 from cslearn.protocol import get_task
 
@@ -89,20 +89,13 @@ def measure(run_dir: Path) -> list[dict]:
         drift[f"{f}_relative"] = float(((after - before).norm(dim=1) / before.norm(dim=1)).mean())
     rows = []
     for name in models:  # the step-0 model, then the last step's, both on the final test images
-        matrix = matrices[name].matrix.double()  # (S, S), rows = truth, columns = prediction
-        old, new = slice(1, base), slice(base, None)
-        old_pixels = matrix[old].sum()
-        correct = matrix.diagonal()[old].sum()
+        matrix = matrices[name].matrix  # (S, S), rows = truth, columns = prediction
         rows.append({"run": f"{run_dir.parent.name}/{run_dir.name}", "group": run_dir.parent.name,
                      "method": config.method, "seed": config.train.seed,
                      "step": 0 if name == "step0" else final_step,
                      "old_miou": summarize(iou_per_class(matrix), task.classes_per_step, final_step)["old"],
-                     "old_pixels": int(old_pixels), "correct": float(correct / old_pixels),
-                     "as_background": float(matrix[old, 0].sum() / old_pixels),
-                     "as_other_old": float((matrix[old, old].sum() - correct) / old_pixels),
-                     "as_new": float(matrix[old, new].sum() / old_pixels),
-                     "background_as_old": float(matrix[0, old].sum() / old_pixels),
-                     "new_as_old": float(matrix[new, old].sum() / old_pixels), **(drift if name == "final" else {})})
+                     "old_pixels": int(matrix[1:base].sum()), **old_class_errors(matrix, base),
+                     **(drift if name == "final" else {})})
     return rows
 
 

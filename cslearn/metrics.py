@@ -77,6 +77,34 @@ def forgetting(per_step_iou: Sequence[Sequence[float]]) -> list[float]:
     return result
 
 
+def old_class_errors(matrix: torch.Tensor, num_old: int) -> dict[str, float]:
+    """Where the old classes' IoU goes, from a confusion matrix (rows = truth, columns = prediction).
+
+    Old classes are channels 1..num_old-1 (the step-0 foreground: pass classes_per_step[0]),
+    background is channel 0, channels num_old.. are the new classes. An old class's IoU is
+    TP / (TP + FN + FP), so it falls in two different ways, and the shares below, all fractions of
+    the old classes' ground-truth pixel count, tell them apart:
+    - old-class pixels `correct`, or lost `as_background`, `as_other_old` (another old class) or
+      `as_new`: these four sum to 1 (forgetting in the papers' sense: old objects not recognised);
+    - `background_as_old` and `new_as_old`: pixels of background or of a new class that the model
+      assigns to an old class (false positives: old classes spreading over other pixels).
+    Taught in `10_comparing_methods`.
+    """
+    counts = matrix.double()  # (S, S)
+    if not 1 < num_old <= counts.shape[0]:
+        raise ValueError(f"num_old must be in 2..{counts.shape[0]} (channels 1..num_old-1 are the old "
+                         f"classes), got {num_old}")
+    old, new = slice(1, num_old), slice(num_old, None)
+    old_pixels = counts[old].sum()
+    if old_pixels == 0:
+        raise ValueError("the confusion matrix has no pixel of an old class: evaluate on images that contain some")
+    correct = counts.diagonal()[old].sum()
+    shares = {"correct": correct, "as_background": counts[old, 0].sum(),
+              "as_other_old": counts[old, old].sum() - correct, "as_new": counts[old, new].sum(),
+              "background_as_old": counts[0, old].sum(), "new_as_old": counts[new, old].sum()}
+    return {name: float(value / old_pixels) for name, value in shares.items()}
+
+
 def format_history(history: Sequence[dict], background_in_mean: bool) -> str:
     """A plain-text per-step table of old / new / all mIoU, with and without background."""
     header = f"{'step':>4} {'old':>7} {'new':>7} {'all':>7} | {'old+bg':>7} {'all+bg':>7}"

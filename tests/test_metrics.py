@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cslearn.metrics import (ConfusionMatrix, class_groups, forgetting, format_history, iou_per_class,
-                             nanmean, summarize)
+                             nanmean, old_class_errors, summarize)
 
 NAN = float("nan")
 
@@ -164,3 +164,47 @@ def test_format_history():
     assert step5 == ["5", "66.0", "25.0", "57.4", "|", "67.5", "59.0"]
     assert "without background" in text
     assert "with background" in format_history(history, background_in_mean=True)
+
+
+def test_old_class_errors_by_hand():
+    # channels: 0 background, 1 and 2 old (num_old = 3), 3 new. Rows = truth, columns = prediction.
+    matrix = torch.tensor([[50, 3, 1, 6],   # background: 4 pixels predicted as an old class
+                           [2, 10, 1, 1],   # old class 1: 14 pixels, 10 correct
+                           [1, 0, 4, 1],    # old class 2: 6 pixels, 4 correct
+                           [0, 2, 0, 8]])   # new class: 2 pixels predicted as old class 1
+    errors = old_class_errors(matrix, num_old=3)  # 20 old-class pixels
+    expected = {"correct": 14 / 20, "as_background": 3 / 20, "as_other_old": 1 / 20, "as_new": 2 / 20,
+                "background_as_old": 4 / 20, "new_as_old": 2 / 20}
+    assert errors == pytest.approx(expected)
+    assert sum(errors[k] for k in ("correct", "as_background", "as_other_old", "as_new")) == pytest.approx(1)
+
+
+def test_old_class_errors_against_a_loop_over_pixels():
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.randint(0, 7, (3, 9, 11), generator=generator)  # (B, H, W) 7 seen classes
+    truth[0, :2] = 255  # void pixels are not counted
+    prediction = torch.randint(0, 7, (3, 9, 11), generator=generator)
+    matrix = ConfusionMatrix(7)
+    matrix.update(prediction, truth)
+    num_old = 4  # old classes 1..3, new classes 4..6
+    counts = dict.fromkeys(["correct", "as_background", "as_other_old", "as_new", "background_as_old", "new_as_old"], 0)
+    old_pixels = 0
+    for t, q in zip(truth.flatten().tolist(), prediction.flatten().tolist()):
+        if t == 255:
+            continue
+        if 1 <= t < num_old:
+            old_pixels += 1
+            kind = ("correct" if q == t else "as_background" if q == 0 else
+                    "as_other_old" if q < num_old else "as_new")
+            counts[kind] += 1
+        elif 1 <= q < num_old:
+            counts["background_as_old" if t == 0 else "new_as_old"] += 1
+    expected = {kind: count / old_pixels for kind, count in counts.items()}
+    assert old_class_errors(matrix.matrix, num_old) == pytest.approx(expected)
+
+
+def test_old_class_errors_refuses_bad_input():
+    with pytest.raises(ValueError, match="num_old"):
+        old_class_errors(torch.eye(3, dtype=torch.int64), num_old=1)
+    with pytest.raises(ValueError, match="no pixel of an old class"):
+        old_class_errors(torch.tensor([[5, 0, 0], [0, 0, 0], [0, 0, 3]]), num_old=2)
