@@ -11,8 +11,10 @@ shares of the old-class pixels (classes 1..base-1):
 - old-class pixels predicted correctly, as background, as another old class, as a new class:
   forgetting in the papers' sense (recall lost; SDR and UCD act on the features of these pixels);
 - background or new-class pixels predicted as an old class: false positives, which lower
-  old-class IoU without any old-class pixel being lost (UCD drops background pixels; of SDR's
-  terms only attraction sees background pixels, pulling them to the step-0 background prototype);
+  old-class IoU without any old-class pixel being lost (UCD drops background pixels; SDR's terms
+  treat background as one class among others: attraction pulls its features to the step-0
+  background prototype, repulsion and sparsification include it, and none penalises an old-class
+  prediction on a background pixel);
 - for the last step, the drift of old-class features, "body" (SDR's) and "pre_logits" (UCD's):
   the mean over old classes of 1 - cos(step-0 class mean, final class mean) and of
   |final mean - step-0 mean| / |step-0 mean|, class means over the test pixels of each class
@@ -94,7 +96,7 @@ def measure(run_dir: Path) -> list[dict]:
                      "method": config.method, "seed": config.train.seed,
                      "step": 0 if name == "step0" else final_step,
                      "old_miou": summarize(iou_per_class(matrix), task.classes_per_step, final_step)["old"],
-                     "old_pixels": int(matrix[1:base].sum()), **old_class_errors(matrix, base),
+                     "old_pixels": int(matrix[1:base].sum()), **old_class_errors(matrix, task.classes_per_step),
                      **(drift if name == "final" else {})})
     return rows
 

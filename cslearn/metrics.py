@@ -77,24 +77,30 @@ def forgetting(per_step_iou: Sequence[Sequence[float]]) -> list[float]:
     return result
 
 
-def old_class_errors(matrix: torch.Tensor, num_old: int) -> dict[str, float]:
+def old_class_errors(matrix: torch.Tensor | ConfusionMatrix, classes_per_step: Sequence[int]) -> dict[str, float]:
     """Where the old classes' IoU goes, from a confusion matrix (rows = truth, columns = prediction).
 
-    Old classes are channels 1..num_old-1 (the step-0 foreground: pass classes_per_step[0]),
-    background is channel 0, channels num_old.. are the new classes. An old class's IoU is
-    TP / (TP + FN + FP), so it falls in two different ways, and the shares below, all fractions of
-    the old classes' ground-truth pixel count, tell them apart:
+    Old classes are the step-0 foreground, channels 1..classes_per_step[0]-1 (as in `class_groups`);
+    channel 0 is background; every later channel of the matrix is a new class. An old class's IoU
+    is TP / (TP + FN + FP), so it falls in two different ways, and the shares below, all fractions
+    of the old classes' ground-truth pixel count, tell them apart:
     - old-class pixels `correct`, or lost `as_background`, `as_other_old` (another old class) or
       `as_new`: these four sum to 1 (forgetting in the papers' sense: old objects not recognised);
     - `background_as_old` and `new_as_old`: pixels of background or of a new class that the model
       assigns to an old class (false positives: old classes spreading over other pixels).
+    Row 0 holds whatever the test labels call 0: on ADE20K class 0 is "other", and with the
+    default `data.ade_class0 = "ignore"` it is not scored, so `background_as_old` is 0 there; with
+    `data.test_future = "background"`, pixels of classes still to come count as background.
     Taught in `10_comparing_methods`.
     """
-    counts = matrix.double()  # (S, S)
-    if not 1 < num_old <= counts.shape[0]:
-        raise ValueError(f"num_old must be in 2..{counts.shape[0]} (channels 1..num_old-1 are the old "
-                         f"classes), got {num_old}")
-    old, new = slice(1, num_old), slice(num_old, None)
+    counts = (matrix.matrix if isinstance(matrix, ConfusionMatrix) else matrix).double()  # (S, S)
+    if counts.dim() != 2 or counts.shape[0] != counts.shape[1]:
+        raise ValueError(f"expected a square (classes, classes) confusion matrix, got shape {tuple(counts.shape)}")
+    base = classes_per_step[0]
+    if not 1 < base <= counts.shape[0]:
+        raise ValueError(f"the task's step 0 has {base} channel(s), the confusion matrix {counts.shape[0]}: "
+                         "pass the task's classes_per_step and a matrix over its seen classes")
+    old, new = slice(1, base), slice(base, None)
     old_pixels = counts[old].sum()
     if old_pixels == 0:
         raise ValueError("the confusion matrix has no pixel of an old class: evaluate on images that contain some")

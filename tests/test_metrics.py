@@ -167,12 +167,12 @@ def test_format_history():
 
 
 def test_old_class_errors_by_hand():
-    # channels: 0 background, 1 and 2 old (num_old = 3), 3 new. Rows = truth, columns = prediction.
+    # channels: 0 background, 1 and 2 old (step 0: 3 channels), 3 new. Rows = truth, columns = prediction.
     matrix = torch.tensor([[50, 3, 1, 6],   # background: 4 pixels predicted as an old class
                            [2, 10, 1, 1],   # old class 1: 14 pixels, 10 correct
                            [1, 0, 4, 1],    # old class 2: 6 pixels, 4 correct
                            [0, 2, 0, 8]])   # new class: 2 pixels predicted as old class 1
-    errors = old_class_errors(matrix, num_old=3)  # 20 old-class pixels
+    errors = old_class_errors(matrix, classes_per_step=[3, 1])  # 20 old-class pixels
     expected = {"correct": 14 / 20, "as_background": 3 / 20, "as_other_old": 1 / 20, "as_new": 2 / 20,
                 "background_as_old": 4 / 20, "new_as_old": 2 / 20}
     assert errors == pytest.approx(expected)
@@ -186,7 +186,7 @@ def test_old_class_errors_against_a_loop_over_pixels():
     prediction = torch.randint(0, 7, (3, 9, 11), generator=generator)
     matrix = ConfusionMatrix(7)
     matrix.update(prediction, truth)
-    num_old = 4  # old classes 1..3, new classes 4..6
+    num_old = 4  # old classes 1..3, new classes 4..6: a task of steps [4, 1, 1, 1]
     counts = dict.fromkeys(["correct", "as_background", "as_other_old", "as_new", "background_as_old", "new_as_old"], 0)
     old_pixels = 0
     for t, q in zip(truth.flatten().tolist(), prediction.flatten().tolist()):
@@ -200,11 +200,18 @@ def test_old_class_errors_against_a_loop_over_pixels():
         elif 1 <= q < num_old:
             counts["background_as_old" if t == 0 else "new_as_old"] += 1
     expected = {kind: count / old_pixels for kind, count in counts.items()}
-    assert old_class_errors(matrix.matrix, num_old) == pytest.approx(expected)
+    assert old_class_errors(matrix.matrix, [4, 1, 1, 1]) == pytest.approx(expected)
+    assert old_class_errors(matrix, [4, 1, 1, 1]) == pytest.approx(expected)  # the ConfusionMatrix itself
 
 
 def test_old_class_errors_refuses_bad_input():
-    with pytest.raises(ValueError, match="num_old"):
-        old_class_errors(torch.eye(3, dtype=torch.int64), num_old=1)
+    with pytest.raises(ValueError, match=r"step 0 has 1 channel\(s\)"):
+        old_class_errors(torch.eye(3, dtype=torch.int64), [1, 2])
+    with pytest.raises(ValueError, match=r"step 0 has 4 channel\(s\), the confusion matrix 3"):
+        old_class_errors(torch.eye(3, dtype=torch.int64), [4, 1])
+    with pytest.raises(ValueError, match="square"):
+        old_class_errors(torch.ones(2, 3, dtype=torch.int64), [2, 1])
+    with pytest.raises(ValueError, match="square"):
+        old_class_errors(torch.ones(3, dtype=torch.int64), [2, 1])
     with pytest.raises(ValueError, match="no pixel of an old class"):
-        old_class_errors(torch.tensor([[5, 0, 0], [0, 0, 0], [0, 0, 3]]), num_old=2)
+        old_class_errors(torch.tensor([[5, 0, 0], [0, 0, 0], [0, 0, 3]]), [2, 1])

@@ -247,6 +247,9 @@ def test_uncertainty_with_minus_infinity_logits_is_finite():
     expected = -(probs * probs.log()).sum().item() / (3 * math.log(3) * math.log(4))
     assert classes.item() == 2
     assert uncertainty.item() == pytest.approx(expected, rel=1e-6)
+    assert torch.equal(logits, torch.tensor([0.0, float("-inf"), 1.0]).view(1, 3, 1, 1))  # input untouched
+    _, uncertainty = old_predictions(torch.tensor([0.0, float("nan"), 1.0]).view(1, 3, 1, 1), num_seen=4)
+    assert uncertainty.isnan().all()  # a NaN logit is not hidden
 
 
 @pytest.mark.parametrize("model_name", ["stub", "tiny"])

@@ -51,6 +51,7 @@ CODED_BINS = 100  # the reference's histogram for the entropy mode
 BLOCK_ELEMENTS = 2**21  # old_predictions works on bands of about this many logits (8 MB in float32)
 
 
+@torch.no_grad()  # pseudo-labels: no gradient, and the entropy is computed in place
 def old_predictions(old_logits: torch.Tensor, num_seen: int,
                     block_elements: int = BLOCK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
     """Old logits (B, |O|, H, W) -> (ĉ (B, H, W) int64, u (B, H, W) float32), see the module doc.
