@@ -14,9 +14,8 @@ MiB's old-class mIoU goes on the toy"):
 Each variant draws the same random numbers as the standard drawing (the stripes' angle and
 period too, unused), so every image keeps its shapes, classes and clutter: only the pixels of
 classes 16-20 change. The script runs in this process (`runpy`), so every toy image it renders
-uses the variant. Use a
-separate --runs folder per variant: the step-0 cache key does not know about the variant. Pass
-the same VARIANT to toy_forgetting.py, which renders the test images again.
+uses the variant. Use a separate --runs folder per variant: the step-0 cache key does not know
+about the variant. Pass the same VARIANT to toy_forgetting.py, which renders the test images again.
 """
 from __future__ import annotations
 
